@@ -1,0 +1,10 @@
+module github.com/gopeft/peft
+
+go 1.22
+
+require (
+	github.com/stretchr/testify v1.12.1
+	github.com/sugarme/gotch v0.9.1
+)
+
+require go.yaml.in/yaml/v3 v3.0.5 // indirect
