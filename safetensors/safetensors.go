@@ -178,6 +178,10 @@ func (f *File) parse() error {
 	f.data = f.mm[8+int64(n):]
 	dataLen := int64(len(f.data))
 
+	var raw json.RawMessage
+	if err := json.Unmarshal(hdr, &raw); err != nil {
+		return fmt.Errorf("%s: header is not valid JSON: %v", p, err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(hdr))
 	dec.UseNumber()
 	tok, err := dec.Token()

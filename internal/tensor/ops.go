@@ -590,3 +590,18 @@ func (t *T) String() string {
 	}
 	return fmt.Sprintf("tensor(%s%v)", t.DType(), t.Shape())
 }
+
+// DivScalar is a / v.
+func (s *Scope) DivScalar(a *T, v float64) *T { return s.scalar("div_scalar", lib.AtgDivScalar, a, v) }
+
+// LogicalOr is the elementwise a || b of boolean tensors.
+func (s *Scope) LogicalOr(a, b *T) *T { return s.bin("logical_or", lib.AtgLogicalOr, a, b) }
+
+// Empty makes an uninitialised tensor (its pages are not touched until written).
+func (s *Scope) Empty(dt DType, shape ...int64) *T {
+	if !s.ok() {
+		return nil
+	}
+	lib.AtgEmpty(s.ptr(), shape, len(shape), int32(dt), cpu)
+	return s.result("empty")
+}

@@ -5,8 +5,8 @@ import "C"
 
 import (
 	"fmt"
-	"unsafe"
 	"runtime"
+	"unsafe"
 
 	lib "github.com/sugarme/gotch/libtch"
 )

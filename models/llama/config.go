@@ -1,0 +1,173 @@
+package llama
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Config is the part of a HF config.json that the LLaMA family uses
+// (LlamaConfig, Qwen2Config, MistralConfig field names). Raw keeps every
+// field of the file so Save writes back what it read.
+type Config struct {
+	ModelType             string  `json:"model_type"`
+	HiddenSize            int64   `json:"hidden_size"`
+	IntermediateSize      int64   `json:"intermediate_size"`
+	NumHiddenLayers       int64   `json:"num_hidden_layers"`
+	NumAttentionHeads     int64   `json:"num_attention_heads"`
+	NumKeyValueHeads      int64   `json:"num_key_value_heads"`
+	HeadDim               int64   `json:"head_dim,omitempty"`
+	VocabSize             int64   `json:"vocab_size"`
+	RMSNormEps            float64 `json:"rms_norm_eps"`
+	RopeTheta             float64 `json:"rope_theta"`
+	MaxPositionEmbeddings int64   `json:"max_position_embeddings"`
+	TieWordEmbeddings     bool    `json:"tie_word_embeddings"`
+	AttentionBias         bool    `json:"attention_bias"`
+	HiddenAct             string  `json:"hidden_act"`
+	InitializerRange      float64 `json:"initializer_range"`
+	BosTokenID            *int64  `json:"bos_token_id,omitempty"`
+	EosTokenID            any     `json:"eos_token_id,omitempty"`
+	PadTokenID            *int64  `json:"pad_token_id,omitempty"`
+
+	// Raw is config.json as read (nil for a config built in code).
+	Raw map[string]any `json:"-"`
+}
+
+// required are the fields a config.json must have.
+var required = []string{"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"}
+
+// LoadConfig reads dir/config.json; errors name the file and the field.
+func LoadConfig(dir string) (*Config, error) {
+	path := filepath.Join(dir, "config.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig parses config.json bytes; path is used in errors.
+func ParseConfig(path string, data []byte) (*Config, error) {
+	var raw map[string]any
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("llama: %s: %w", path, err)
+	}
+	for _, f := range required {
+		if _, ok := raw[f]; !ok {
+			return nil, fmt.Errorf("llama: %s: missing field %q", path, f)
+		}
+	}
+	c := &Config{}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("llama: %s: %w", path, err)
+	}
+	c.Raw = raw
+	if _, ok := raw["attention_bias"]; !ok && c.ModelType == "qwen2" {
+		c.AttentionBias = true // Qwen2 always has q/k/v biases
+	}
+	if _, ok := raw["tie_word_embeddings"]; !ok && c.ModelType == "qwen2" {
+		c.TieWordEmbeddings = false
+	}
+	c.defaults()
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("llama: %s: %w", path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) defaults() {
+	if c.ModelType == "" {
+		c.ModelType = "llama"
+	}
+	if c.NumKeyValueHeads == 0 {
+		c.NumKeyValueHeads = c.NumAttentionHeads
+	}
+	if c.RMSNormEps == 0 {
+		c.RMSNormEps = 1e-6
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	if c.MaxPositionEmbeddings == 0 {
+		c.MaxPositionEmbeddings = 2048
+	}
+	if c.HiddenAct == "" {
+		c.HiddenAct = "silu"
+	}
+	if c.InitializerRange == 0 {
+		c.InitializerRange = 0.02
+	}
+}
+
+// Validate checks that the sizes fit together.
+func (c *Config) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"hidden_size", c.HiddenSize}, {"intermediate_size", c.IntermediateSize},
+		{"num_hidden_layers", c.NumHiddenLayers}, {"num_attention_heads", c.NumAttentionHeads},
+		{"num_key_value_heads", c.NumKeyValueHeads}, {"vocab_size", c.VocabSize}} {
+		if f.v <= 0 {
+			return fmt.Errorf("field %q must be positive, got %d", f.name, f.v)
+		}
+	}
+	if c.HeadDim == 0 && c.HiddenSize%c.NumAttentionHeads != 0 {
+		return fmt.Errorf("field \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d)", c.HiddenSize, c.NumAttentionHeads)
+	}
+	if c.NumAttentionHeads%c.NumKeyValueHeads != 0 {
+		return fmt.Errorf("field \"num_attention_heads\" (%d) is not a multiple of \"num_key_value_heads\" (%d)", c.NumAttentionHeads, c.NumKeyValueHeads)
+	}
+	if c.HiddenAct != "silu" {
+		return fmt.Errorf("field \"hidden_act\": %q is not supported (only \"silu\")", c.HiddenAct)
+	}
+	if rs, ok := c.Raw["rope_scaling"]; ok && rs != nil {
+		return fmt.Errorf("field \"rope_scaling\" is not supported yet")
+	}
+	return nil
+}
+
+// HeadSize is the per-head dimension.
+func (c *Config) HeadSize() int64 {
+	if c.HeadDim > 0 {
+		return c.HeadDim
+	}
+	return c.HiddenSize / c.NumAttentionHeads
+}
+
+// JSON renders the config for config.json: the fields read (Raw) updated
+// with this struct's values.
+func (c *Config) JSON() ([]byte, error) {
+	own, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(own, &m); err != nil {
+		return nil, err
+	}
+	out := map[string]any{}
+	for k, v := range c.Raw {
+		out[k] = v
+	}
+	for k, v := range m {
+		out[k] = v
+	}
+	if _, ok := out["architectures"]; !ok {
+		out["architectures"] = []string{architecture(c.ModelType)}
+	}
+	if _, ok := out["torch_dtype"]; !ok {
+		out["torch_dtype"] = "float32"
+	}
+	return json.MarshalIndent(out, "", "  ")
+}
+
+func architecture(modelType string) string {
+	switch modelType {
+	case "qwen2":
+		return "Qwen2ForCausalLM"
+	case "mistral":
+		return "MistralForCausalLM"
+	}
+	return "LlamaForCausalLM"
+}

@@ -1,0 +1,475 @@
+// Package llama is the LLaMA family of decoders (LLaMA 1–3, Qwen2, Mistral)
+// loaded from HF checkpoint folders, with HF's module names so that state
+// dicts and PEFT adapters map 1:1 onto the files.
+//
+// The forward pass follows transformers 4.39's LlamaForCausalLM exactly:
+// eager attention with a 0/min additive mask, fp32 softmax, rotary
+// embeddings in the half-split layout, GQA by repeating key/value heads,
+// and HF's shifted cross-entropy loss ignoring -100.
+package llama
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/safetensors"
+)
+
+// Model is LlamaForCausalLM.
+type Model struct {
+	Model  *Decoder `nn:"model"`
+	LMHead nn.Layer `nn:"lm_head"`
+
+	Config *Config
+	// GenerationConfig is generation_config.json as read (nil if absent).
+	GenerationConfig []byte
+
+	invFreq *tensor.T // rotary inverse frequencies [head_dim/2], float32
+}
+
+// Decoder is LlamaModel.
+type Decoder struct {
+	EmbedTokens nn.Layer       `nn:"embed_tokens"`
+	Layers      *nn.ModuleList `nn:"layers"`
+	Norm        nn.Layer       `nn:"norm"`
+}
+
+// DecoderLayer is LlamaDecoderLayer.
+type DecoderLayer struct {
+	SelfAttn               *Attention `nn:"self_attn"`
+	MLP                    *MLP       `nn:"mlp"`
+	InputLayernorm         nn.Layer   `nn:"input_layernorm"`
+	PostAttentionLayernorm nn.Layer   `nn:"post_attention_layernorm"`
+}
+
+// Attention is LlamaAttention.
+type Attention struct {
+	QProj nn.Layer `nn:"q_proj"`
+	KProj nn.Layer `nn:"k_proj"`
+	VProj nn.Layer `nn:"v_proj"`
+	OProj nn.Layer `nn:"o_proj"`
+}
+
+// MLP is LlamaMLP (SwiGLU).
+type MLP struct {
+	GateProj nn.Layer `nn:"gate_proj"`
+	UpProj   nn.Layer `nn:"up_proj"`
+	DownProj nn.Layer `nn:"down_proj"`
+}
+
+// TypeName prints HF's class names in the module tree.
+func (m *Model) TypeName() string      { return prefixOf(m.Config) + "ForCausalLM" }
+func (*Decoder) TypeName() string      { return "LlamaModel" }
+func (*DecoderLayer) TypeName() string { return "LlamaDecoderLayer" }
+func (*Attention) TypeName() string    { return "LlamaAttention" }
+func (*MLP) TypeName() string          { return "LlamaMLP" }
+func (m *Model) ExtraRepr() string     { return "" }
+func prefixOf(c *Config) string {
+	switch c.ModelType {
+	case "qwen2":
+		return "Qwen2"
+	case "mistral":
+		return "Mistral"
+	}
+	return "Llama"
+}
+
+// New makes a model with HF's random initialisation (normal(0,
+// initializer_range) weights, unit norms), seeded.
+func New(cfg *Config, seed int64) (*Model, error) {
+	cfg.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
+	s := tensor.NoGradScope()
+	defer s.Close()
+	tensor.ManualSeed(seed)
+	std := cfg.InitializerRange
+	m := build(s, cfg, func(in, out int64, bias bool) nn.Layer { return nn.NewLinear(s, in, out, bias, std) },
+		func(n, d int64) nn.Layer { return nn.NewEmbedding(s, n, d, std) })
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("llama: init: %w", err)
+	}
+	if err := nn.Unfreeze(m); err != nil {
+		return nil, err
+	}
+	return m, m.initRope()
+}
+
+// Load reads a HF folder: config.json, model.safetensors (or a sharded
+// index) and generation_config.json when present. Parameters load as
+// float32, trainable (PyTorch's default); PEFT methods freeze them.
+func Load(dir string) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
+	defer set.Close()
+	m, err := skeleton(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := nn.LoadOptions{Trainable: true}
+	if cfg.TieWordEmbeddings {
+		// some tied checkpoints also store lm_head.weight: the tie wins, as in HF
+		opts.IgnoreUnexpected = func(k string) bool { return k == "lm_head.weight" }
+	}
+	// Non-persistent buffers that older transformers versions saved.
+	ignoreRotary := func(k string) bool {
+		return filepath.Ext(k) == ".inv_freq" || (opts.IgnoreUnexpected != nil && opts.IgnoreUnexpected(k))
+	}
+	opts.IgnoreUnexpected = ignoreRotary
+	if err := nn.LoadState(m, set, opts); err != nil {
+		nn.FreeParams(m)
+		return nil, fmt.Errorf("llama: %w", err)
+	}
+	if gc, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
+		m.GenerationConfig = gc
+	}
+	return m, m.initRope()
+}
+
+// skeleton builds the module tree with uninitialised parameters of the
+// right shapes (pages untouched until the checkpoint is copied in).
+func skeleton(cfg *Config) (*Model, error) {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	empty := func(shape ...int64) *nn.Param { return nn.NewParam(s.Keep(s.Empty(tensor.Float32, shape...))) }
+	m := build(s, cfg,
+		func(in, out int64, bias bool) nn.Layer {
+			l := &nn.Linear{Weight: empty(out, in)}
+			if bias {
+				l.Bias = empty(out)
+			}
+			return l
+		},
+		func(n, d int64) nn.Layer { return &nn.Embedding{Weight: empty(n, d)} })
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
+	return m, nil
+}
+
+type linearFn func(in, out int64, bias bool) nn.Layer
+type embedFn func(n, d int64) nn.Layer
+
+func build(s *tensor.Scope, cfg *Config, linear linearFn, embed embedFn) *Model {
+	h, hd := cfg.HiddenSize, cfg.HeadSize()
+	q, kv := cfg.NumAttentionHeads*hd, cfg.NumKeyValueHeads*hd
+	qkvBias := cfg.AttentionBias
+	oBias := cfg.AttentionBias && cfg.ModelType != "qwen2"
+	layers := make([]nn.Module, cfg.NumHiddenLayers)
+	for i := range layers {
+		layers[i] = &DecoderLayer{
+			SelfAttn: &Attention{
+				QProj: linear(h, q, qkvBias), KProj: linear(h, kv, qkvBias),
+				VProj: linear(h, kv, qkvBias), OProj: linear(q, h, oBias),
+			},
+			MLP: &MLP{
+				GateProj: linear(h, cfg.IntermediateSize, false),
+				UpProj:   linear(h, cfg.IntermediateSize, false),
+				DownProj: linear(cfg.IntermediateSize, h, false),
+			},
+			InputLayernorm:         nn.NewRMSNorm(s, h, cfg.RMSNormEps),
+			PostAttentionLayernorm: nn.NewRMSNorm(s, h, cfg.RMSNormEps),
+		}
+	}
+	emb := embed(cfg.VocabSize, h)
+	m := &Model{
+		Model:  &Decoder{EmbedTokens: emb, Layers: &nn.ModuleList{Items: layers}, Norm: nn.NewRMSNorm(s, h, cfg.RMSNormEps)},
+		Config: cfg,
+	}
+	if cfg.TieWordEmbeddings {
+		m.LMHead = &nn.Linear{Weight: emb.(*nn.Embedding).Weight}
+	} else {
+		m.LMHead = linear(h, cfg.VocabSize, false)
+	}
+	return m
+}
+
+// initRope computes inv_freq = 1 / theta^(2i/d) as HF does (in float32).
+func (m *Model) initRope() error {
+	d := m.Config.HeadSize()
+	inv := make([]float32, d/2)
+	for i := range inv {
+		exp := float32(2*i) / float32(d)
+		inv[i] = float32(1 / math.Pow(m.Config.RopeTheta, float64(exp)))
+	}
+	s := tensor.NewScope()
+	defer s.Close()
+	m.invFreq = s.Keep(s.FromFloat32(inv, int64(len(inv))))
+	return s.Err()
+}
+
+// Free releases every tensor of the model.
+func (m *Model) Free() {
+	nn.FreeParams(m)
+	m.invFreq.Free()
+}
+
+// NumLayers is the number of decoder layers.
+func (m *Model) NumLayers() int { return len(m.Model.Layers.Items) }
+
+// Forward runs the model (the public entry point): see models.Inputs.
+func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
+	s := tensor.NewScope()
+	defer s.Close()
+	out := m.ForwardT(s, models.BatchOf(s, in))
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("llama: forward: %w", err)
+	}
+	return models.Public(s, out), nil
+}
+
+// ForwardT runs the model in scope s. Intermediates stay in s; the new cache
+// (when b.UseCache) owns its tensors.
+func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
+	cfg := m.Config
+	var x *tensor.T
+	switch {
+	case b.InputsEmbeds != nil:
+		x = b.InputsEmbeds
+	case b.InputIDs != nil:
+		if b.InputIDs.Dim() != 2 {
+			return &models.Output{Logits: s.Failf("input_ids: want [batch, seq], got shape %v", b.InputIDs.Shape())}
+		}
+		x = m.Model.EmbedTokens.Forward(s, b.InputIDs)
+	default:
+		return &models.Output{Logits: s.Failf("either input_ids or inputs_embeds is required")}
+	}
+	if s.Err() != nil {
+		return &models.Output{}
+	}
+	sh := x.Shape()
+	if len(sh) != 3 || sh[2] != cfg.HiddenSize {
+		return &models.Output{Logits: s.Failf("inputs_embeds: want [batch, seq, %d], got %v", cfg.HiddenSize, sh)}
+	}
+	B, L := sh[0], sh[1]
+	if len(b.PrefixKV) != 0 && len(b.PrefixKV) != m.NumLayers() {
+		return &models.Output{Logits: s.Failf("prefix key/values for %d layers, the model has %d", len(b.PrefixKV), m.NumLayers())}
+	}
+	var prefixLen int64
+	if len(b.PrefixKV) > 0 {
+		prefixLen = b.PrefixKV[0].K.Size(2)
+	}
+	past := b.PastKeyValues.Len() + prefixLen
+	T := past + L
+
+	pos := b.PositionIDs
+	if pos == nil {
+		pos = s.Unsqueeze(s.Arange(tensor.Int64, past, T), 0)
+	}
+	cos, sin := m.rotary(s, pos)
+	mask := m.attentionMask(s, b.AttentionMask, B, L, past, prefixLen)
+
+	var cache *models.Cache
+	if b.UseCache {
+		cache = b.PastKeyValues
+		if cache == nil {
+			cache = &models.Cache{}
+		}
+		if len(cache.Layers) == 0 {
+			cache.Layers = make([]models.KV, m.NumLayers())
+		}
+	}
+	for i, item := range m.Model.Layers.Items {
+		layer := item.(*DecoderLayer)
+		var pastKV, prefix *models.KV
+		if b.PastKeyValues != nil && b.PastKeyValues.Len() > 0 {
+			pastKV = &b.PastKeyValues.Layers[i]
+		}
+		if len(b.PrefixKV) > 0 {
+			prefix = &b.PrefixKV[i]
+		}
+		var newKV *models.KV
+		if cache != nil {
+			newKV = &cache.Layers[i]
+		}
+		x = layer.forward(s, cfg, x, cos, sin, mask, pastKV, prefix, newKV)
+		if s.Err() != nil {
+			return &models.Output{}
+		}
+	}
+	x = m.Model.Norm.Forward(s, x)
+	logits := m.LMHead.Forward(s, x)
+	if logits != nil && logits.DType() != tensor.Float32 {
+		logits = s.To(logits, tensor.Float32)
+	}
+	out := &models.Output{Logits: logits, PastKeyValues: cache}
+	if b.Labels != nil {
+		out.Loss = models.ShiftedLoss(s, logits, b.Labels)
+	}
+	return out
+}
+
+// rotary returns cos and sin [B|1, 1, L, head_dim] for position ids [B|1, L].
+func (m *Model) rotary(s *tensor.Scope, pos *tensor.T) (cos, sin *tensor.T) {
+	p := s.Unsqueeze(s.To(pos, tensor.Float32), -1) // [B, L, 1]
+	freqs := s.Mul(p, m.invFreq)                    // [B, L, d/2]
+	emb := s.Unsqueeze(s.Cat(-1, freqs, freqs), 1)  // [B, 1, L, d]
+	return s.Cos(emb), s.Sin(emb)
+}
+
+// attentionMask builds HF's additive mask [B, 1, L, T]: 0 where a query may
+// attend, float32 min where the key is in the future or padding. It
+// returns nil when nothing is masked (one new token, no padding).
+func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixLen int64) *tensor.T {
+	T := past + L
+	var pad *tensor.T
+	if am != nil {
+		if am.Dim() != 2 || am.Size(0) != B {
+			return s.Failf("attention_mask: shape %v, want [%d, %d]", am.Shape(), B, T-prefixLen)
+		}
+		switch am.Size(1) {
+		case T:
+		case T - prefixLen:
+			am = s.Cat(1, s.Ones(am.DType(), B, prefixLen), am) // prefix positions always attend
+		default:
+			return s.Failf("attention_mask: shape %v, want [%d, %d]", am.Shape(), B, T-prefixLen)
+		}
+		if s.Item(s.Sum(s.EqScalar(am, 0), false)) > 0 {
+			pad = s.View(s.EqScalar(am, 0), B, 1, 1, T)
+		}
+	}
+	if L == 1 && pad == nil {
+		return nil
+	}
+	// key j is in the future of query i when j > past + i
+	keys := s.Unsqueeze(s.Arange(tensor.Int64, 0, T), 0)       // [1, T]
+	queries := s.Unsqueeze(s.Arange(tensor.Int64, past, T), 1) // [L, 1]
+	masked := s.Gt(keys, queries)                              // [L, T]
+	if pad != nil {
+		masked = s.LogicalOr(masked, pad) // [B, 1, L, T]
+	} else {
+		masked = s.View(masked, 1, 1, L, T)
+	}
+	return s.MaskedFill(s.Zeros(tensor.Float32, 1, 1, L, T), masked, -math.MaxFloat32)
+}
+
+func (l *DecoderLayer) forward(s *tensor.Scope, cfg *Config, x, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
+	h := l.InputLayernorm.Forward(s, x)
+	a := l.SelfAttn.forward(s, cfg, h, cos, sin, mask, past, prefix, newKV)
+	x = s.Add(x, a)
+	h = l.PostAttentionLayernorm.Forward(s, x)
+	mlp := l.MLP
+	g := s.Mul(s.Silu(mlp.GateProj.Forward(s, h)), mlp.UpProj.Forward(s, h))
+	return s.Add(x, mlp.DownProj.Forward(s, g))
+}
+
+func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
+	sh := h.Shape()
+	B, L := sh[0], sh[1]
+	H, KV, D := cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadSize()
+	q := s.Transpose(s.View(a.QProj.Forward(s, h), B, L, H, D), 1, 2)
+	k := s.Transpose(s.View(a.KProj.Forward(s, h), B, L, KV, D), 1, 2)
+	v := s.Transpose(s.View(a.VProj.Forward(s, h), B, L, KV, D), 1, 2)
+	q = applyRotary(s, q, cos, sin)
+	k = applyRotary(s, k, cos, sin)
+	if prefix != nil { // prefix keys go first and are never rotated
+		pk, pv := prefix.K, prefix.V
+		if pk.Size(0) != B {
+			pk, pv = s.Expand(pk, B, -1, -1, -1), s.Expand(pv, B, -1, -1, -1)
+		}
+		k, v = s.Cat(2, pk, k), s.Cat(2, pv, v)
+	}
+	if past != nil {
+		k, v = s.Cat(2, past.K, k), s.Cat(2, past.V, v)
+	}
+	if newKV != nil && s.Err() == nil { // the cache takes k and v; the old entries were concatenated in
+		old := *newKV
+		newKV.K, newKV.V = s.Keep(k), s.Keep(v)
+		old.K.Free()
+		old.V.Free()
+	}
+	T := k.Size(2)
+	if H != KV {
+		rep := H / KV
+		k = s.Reshape(s.Expand(s.Unsqueeze(k, 2), B, KV, rep, T, D), B, H, T, D)
+		v = s.Reshape(s.Expand(s.Unsqueeze(v, 2), B, KV, rep, T, D), B, H, T, D)
+	}
+	scores := s.DivScalar(s.Matmul(q, s.Transpose(k, 2, 3)), math.Sqrt(float64(D)))
+	if mask != nil {
+		scores = s.Add(scores, mask)
+	}
+	dt := scores.DType()
+	p := s.Softmax(scores, -1, tensor.Float32)
+	if dt != tensor.Float32 {
+		p = s.To(p, dt)
+	}
+	o := s.Reshape(s.Transpose(s.Matmul(p, v), 1, 2), B, L, H*D)
+	return a.OProj.Forward(s, o)
+}
+
+// applyRotary is x·cos + rotate_half(x)·sin, rotate_half(x) = [-x₂, x₁].
+func applyRotary(s *tensor.Scope, x, cos, sin *tensor.T) *tensor.T {
+	if x == nil {
+		return nil
+	}
+	d := x.Size(-1)
+	x1 := s.Narrow(x, -1, 0, d/2)
+	x2 := s.Narrow(x, -1, d/2, d-d/2)
+	rot := s.Cat(-1, s.Neg(x2), x1)
+	return s.Add(s.Mul(x, cos), s.Mul(rot, sin))
+}
+
+// Save writes the model as a HF folder that transformers can load:
+// config.json, model.safetensors (tied lm_head omitted, as HF does) and
+// generation_config.json when the model has one. Files are written to
+// temporary names and renamed.
+func (m *Model) Save(dir string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("llama: save: %w", err)
+	}
+	cfg, err := m.Config.JSON()
+	if err != nil {
+		return fmt.Errorf("llama: save config: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "config.json"), append(cfg, '\n')); err != nil {
+		return err
+	}
+	if m.GenerationConfig != nil {
+		if err := writeFileAtomic(filepath.Join(dir, "generation_config.json"), m.GenerationConfig); err != nil {
+			return err
+		}
+	}
+	if err := nn.SaveState(m, filepath.Join(dir, "model.safetensors"), map[string]string{"format": "pt"}); err != nil {
+		return fmt.Errorf("llama: save: %w", err)
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("llama: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("llama: write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("llama: write %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("llama: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("llama: write %s: %w", path, err)
+	}
+	return nil
+}
+
+var _ models.CausalLM = (*Model)(nil)

@@ -1,0 +1,155 @@
+// Package models holds what every model family of the library shares: the
+// inputs and outputs of a forward pass, the key/value cache, and the
+// CausalLM interface that methods (prompt tuning, prefix tuning), training
+// and generation program against.
+//
+// A forward pass takes one Inputs value (token ids or embeddings, attention
+// mask, position ids, KV cache, per-layer prefix key/values, labels) and
+// returns Outputs (logits, loss, new cache). Families live in sub-packages
+// (models/llama, …) and know nothing of PEFT.
+package models
+
+import (
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/nn"
+	"github.com/sugarme/gotch/ts"
+)
+
+// IgnoreIndex is the label that the loss skips (prompt tokens, padding).
+const IgnoreIndex = -100
+
+// Inputs is the public form of a forward pass's inputs. Tensors are
+// borrowed: the caller keeps ownership.
+type Inputs struct {
+	InputIDs      *ts.Tensor // int64 [B, L]; or InputsEmbeds
+	InputsEmbeds  *ts.Tensor // [B, L, hidden], instead of InputIDs
+	AttentionMask *ts.Tensor // int64 [B, past+L]: 1 = attend, 0 = padding; nil = all ones
+	PositionIDs   *ts.Tensor // int64 [B, L]; nil = past…past+L-1 as HF's forward()
+	PastKeyValues *Cache     // cache from an earlier call (extended in place when UseCache)
+	PrefixKV      []KV       // per-layer prefix keys/values [B or 1, kv_heads, P, head_dim]
+	Labels        *ts.Tensor // int64 [B, L]; -100 = ignore. Loss is the shifted mean cross-entropy
+	UseCache      bool       // return the key/value cache
+}
+
+// Outputs is the public form of a forward pass's outputs; the caller owns
+// the tensors (and the cache when it was created by this call).
+type Outputs struct {
+	Logits        *ts.Tensor // float32 [B, L, vocab]
+	Loss          *ts.Tensor // scalar, when labels were given
+	PastKeyValues *Cache
+}
+
+// Batch is the internal form of Inputs (tensors of the op layer).
+type Batch struct {
+	InputIDs      *tensor.T
+	InputsEmbeds  *tensor.T
+	AttentionMask *tensor.T
+	PositionIDs   *tensor.T
+	PastKeyValues *Cache
+	PrefixKV      []KV
+	Labels        *tensor.T
+	UseCache      bool
+}
+
+// Output is the internal form of Outputs; its tensors belong to the scope
+// the forward ran in.
+type Output struct {
+	Logits        *tensor.T
+	Loss          *tensor.T
+	PastKeyValues *Cache
+}
+
+// KV is one layer's keys and values, [B, kv_heads, T, head_dim].
+type KV struct {
+	K, V *tensor.T
+}
+
+// Cache holds every layer's keys and values across decoding steps. It owns
+// its tensors: Free it when done.
+type Cache struct {
+	Layers []KV
+}
+
+// Len is the number of cached positions (0 for an empty cache).
+func (c *Cache) Len() int64 {
+	if c == nil || len(c.Layers) == 0 || c.Layers[0].K == nil {
+		return 0
+	}
+	return c.Layers[0].K.Size(2)
+}
+
+// Free releases the cached tensors.
+func (c *Cache) Free() {
+	if c == nil {
+		return
+	}
+	for i := range c.Layers {
+		c.Layers[i].K.Free()
+		c.Layers[i].V.Free()
+		c.Layers[i] = KV{}
+	}
+}
+
+// CausalLM is a decoder-only language model with HF's forward semantics.
+type CausalLM interface {
+	nn.Module
+	// ForwardT runs the model inside scope s (the library's internal entry point).
+	ForwardT(s *tensor.Scope, b *Batch) *Output
+	// Forward is the public entry point.
+	Forward(in Inputs) (*Outputs, error)
+	// Save writes the model as a HF folder (config.json + model.safetensors).
+	Save(dir string) error
+}
+
+// ShiftedLoss is HF's causal-LM loss: logits[:, :-1] against labels[:, 1:],
+// mean cross-entropy over targets != -100, in float32.
+func ShiftedLoss(s *tensor.Scope, logits, labels *tensor.T) *tensor.T {
+	if logits == nil || labels == nil {
+		return nil
+	}
+	sh := logits.Shape()
+	b, l, v := sh[0], sh[1], sh[2]
+	if ls := labels.Shape(); len(ls) != 2 || ls[0] != b || ls[1] != l {
+		return s.Failf("labels: shape %v, want [%d %d] like the logits", labels.Shape(), b, l)
+	}
+	lg := s.Reshape(s.Narrow(logits, 1, 0, l-1), -1, v)
+	if lg != nil && lg.DType() != tensor.Float32 {
+		lg = s.To(lg, tensor.Float32)
+	}
+	tg := s.Reshape(s.Narrow(labels, 1, 1, l-1), -1)
+	return s.CrossEntropy(lg, tg, IgnoreIndex)
+}
+
+// BatchOf converts public inputs to the internal form (borrowed handles
+// tracked by s).
+func BatchOf(s *tensor.Scope, in Inputs) *Batch {
+	from := func(x *ts.Tensor) *tensor.T {
+		if x == nil {
+			return nil
+		}
+		return s.Track(tensor.FromTS(x))
+	}
+	return &Batch{
+		InputIDs:      from(in.InputIDs),
+		InputsEmbeds:  from(in.InputsEmbeds),
+		AttentionMask: from(in.AttentionMask),
+		PositionIDs:   from(in.PositionIDs),
+		PastKeyValues: in.PastKeyValues,
+		PrefixKV:      in.PrefixKV,
+		Labels:        from(in.Labels),
+		UseCache:      in.UseCache,
+	}
+}
+
+// Public converts an internal output to the public form, moving its tensors
+// out of s.
+func Public(s *tensor.Scope, out *Output) *Outputs {
+	res := &Outputs{PastKeyValues: out.PastKeyValues}
+	if out.Logits != nil {
+		res.Logits = s.Keep(out.Logits).ToTS()
+	}
+	if out.Loss != nil {
+		res.Loss = s.Keep(out.Loss).ToTS()
+	}
+	return res
+}

@@ -1,0 +1,120 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/sugarme/gotch/ts"
+)
+
+// Param is a model parameter: a tensor handle that the module tree owns.
+// Trainable means requires_grad on the tensor.
+type Param struct {
+	t *tensor.T
+}
+
+// NewParam wraps t; the parameter takes ownership.
+func NewParam(t *tensor.T) *Param { return &Param{t: t} }
+
+// T is the parameter's tensor (owned by the parameter: do not free it).
+func (p *Param) T() *tensor.T { return p.t }
+
+// Set replaces the parameter's tensor, freeing the old one.
+func (p *Param) Set(t *tensor.T) {
+	if p.t != nil && p.t != t {
+		p.t.Free()
+	}
+	p.t = t
+}
+
+// Free releases the parameter's tensor.
+func (p *Param) Free() {
+	p.t.Free()
+	p.t = nil
+}
+
+// Shape is the parameter's shape.
+func (p *Param) Shape() []int64 { return p.t.Shape() }
+
+// Numel is the parameter's element count.
+func (p *Param) Numel() int64 { return p.t.Numel() }
+
+// DType is the parameter's element type.
+func (p *Param) DType() tensor.DType { return p.t.DType() }
+
+// RequiresGrad reports whether the parameter trains.
+func (p *Param) RequiresGrad() bool { return p.t.RequiresGrad() }
+
+// Tensor returns a new gotch handle to the parameter's data (no copy).
+func (p *Param) Tensor() *ts.Tensor { return p.t.Clone().ToTS() }
+
+// SetRequiresGrad marks every parameter under m trainable or frozen.
+func SetRequiresGrad(m Module, on bool) error {
+	s := tensor.NewScope()
+	defer s.Close()
+	for _, np := range NamedParams(m) {
+		s.SetRequiresGrad(np.Param.t, on)
+	}
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("nn: set requires_grad: %w", err)
+	}
+	return nil
+}
+
+// Freeze marks every parameter under m frozen (requires_grad=false).
+func Freeze(m Module) error { return SetRequiresGrad(m, false) }
+
+// Unfreeze marks every parameter under m trainable.
+func Unfreeze(m Module) error { return SetRequiresGrad(m, true) }
+
+// TrainableParams lists the parameters under m that require grad.
+func TrainableParams(m Module) []NamedParam {
+	var out []NamedParam
+	for _, np := range NamedParams(m) {
+		if np.Param.RequiresGrad() {
+			out = append(out, np)
+		}
+	}
+	return out
+}
+
+// CountParams returns the trainable and total element counts under m.
+func CountParams(m Module) (trainable, total int64) {
+	for _, np := range NamedParams(m) {
+		n := np.Param.Numel()
+		total += n
+		if np.Param.RequiresGrad() {
+			trainable += n
+		}
+	}
+	return trainable, total
+}
+
+// FreeParams releases every parameter tensor under m (the model is unusable
+// afterwards). Use it when a model is dropped before the process ends.
+func FreeParams(m Module) {
+	for _, np := range NamedParams(m) {
+		np.Param.Free()
+	}
+}
+
+// SetTraining switches train/eval mode (dropout) for every module under m
+// that has one.
+func SetTraining(m Module, on bool) {
+	_ = Walk(m, func(_ string, mod Module) error {
+		if t, ok := mod.(interface{ SetTraining(bool) }); ok {
+			t.SetTraining(on)
+		}
+		return nil
+	})
+}
+
+// NoGrad runs fn with autograd off on a pinned thread.
+func NoGrad(fn func(s *tensor.Scope) error) error {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	if err := fn(s); err != nil {
+		return err
+	}
+	return s.Err()
+}

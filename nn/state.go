@@ -1,0 +1,199 @@
+package nn
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/safetensors"
+)
+
+// DTypeOf maps a safetensors dtype to libtorch's.
+func DTypeOf(d safetensors.DType) (tensor.DType, bool) {
+	switch d {
+	case "F32":
+		return tensor.Float32, true
+	case "F16":
+		return tensor.Float16, true
+	case "BF16":
+		return tensor.BFloat16, true
+	case "F64":
+		return tensor.Float64, true
+	case "I64":
+		return tensor.Int64, true
+	case "I32":
+		return tensor.Int32, true
+	case "I16":
+		return tensor.Int16, true
+	case "I8":
+		return tensor.Int8, true
+	case "U8":
+		return tensor.Uint8, true
+	case "BOOL":
+		return tensor.Bool, true
+	}
+	return 0, false
+}
+
+// SafetensorsDType maps libtorch's dtype to safetensors'.
+func SafetensorsDType(d tensor.DType) (safetensors.DType, bool) {
+	for _, c := range []safetensors.DType{"F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"} {
+		if t, _ := DTypeOf(c); t == d {
+			return c, true
+		}
+	}
+	return "", false
+}
+
+// LoadOptions controls LoadState.
+type LoadOptions struct {
+	// DType is the dtype floating-point parameters get (F16/BF16/F32 files are
+	// converted on load). Zero means float32.
+	DType tensor.DType
+	// Prefix is prepended to every parameter name to find its key in the
+	// files (e.g. "base_model.model.").
+	Prefix string
+	// AllowMissing lets these parameter names be absent from the files
+	// (their current values stay).
+	AllowMissing func(name string) bool
+	// IgnoreUnexpected lets keys of the files that no parameter takes pass
+	// (by default they are an error: they usually mean a wrong model).
+	IgnoreUnexpected func(key string) bool
+	// Trainable sets requires_grad on every loaded parameter (torch's
+	// default for nn.Parameter); false leaves them frozen.
+	Trainable bool
+}
+
+// TensorFromFile reads one tensor of a safetensors set into a new tensor
+// of the scope (one copy out of the mmap), converting floating-point data to
+// dt when dt is non-zero.
+func TensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor.DType) (*tensor.T, error) {
+	info, f, ok := set.Info(key)
+	if !ok {
+		return nil, fmt.Errorf("no tensor %q in the safetensors files", key)
+	}
+	src, ok := DTypeOf(info.DType)
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor %q: unsupported dtype %q", f.Path(), key, info.DType)
+	}
+	data, err := set.Data(key)
+	if err != nil {
+		return nil, err
+	}
+	t := s.FromBytes(src, info.Shape, data)
+	if dt != 0 && dt != src && isFloat(src) {
+		t = s.To(t, dt)
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", f.Path(), key, err)
+	}
+	return t, nil
+}
+
+// LoadState copies tensors from a safetensors set into m's parameters,
+// matching parameter names (plus opts.Prefix) to keys. Every parameter must
+// be found with its exact shape; errors name the file and the key.
+func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
+	dt := opts.DType
+	if dt == 0 {
+		dt = tensor.Float32
+	}
+	s := tensor.NoGradScope()
+	defer s.Close()
+	used := map[string]bool{}
+	for _, np := range NamedParams(m) {
+		key := opts.Prefix + np.Name
+		info, f, ok := set.Info(key)
+		if !ok {
+			if opts.AllowMissing != nil && opts.AllowMissing(np.Name) {
+				continue
+			}
+			return fmt.Errorf("%s: missing tensor %q", setName(set), key)
+		}
+		used[key] = true
+		if want := np.Param.Shape(); !sameShape(want, info.Shape) {
+			return fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", f.Path(), key, info.Shape, want)
+		}
+		target := dt
+		if !isFloat(np.Param.DType()) {
+			target = np.Param.DType()
+		}
+		t, err := TensorFromFile(s, set, key, target)
+		if err != nil {
+			return err
+		}
+		if opts.Trainable && isFloat(target) {
+			s.SetRequiresGrad(t, true)
+		}
+		np.Param.Set(s.Keep(t))
+	}
+	for _, key := range set.Names() {
+		if used[key] || !strings.HasPrefix(key, opts.Prefix) {
+			continue
+		}
+		if opts.IgnoreUnexpected != nil && opts.IgnoreUnexpected(key) {
+			continue
+		}
+		_, f, _ := set.Info(key)
+		return fmt.Errorf("%s: unexpected tensor %q (no such parameter in the model)", f.Path(), key)
+	}
+	return s.Err()
+}
+
+// StateTensors copies named tensors out of libtorch for writing.
+func StateTensors(params []NamedParam, prefix string) ([]safetensors.Tensor, error) {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	out := make([]safetensors.Tensor, 0, len(params))
+	for _, np := range params {
+		t := np.Param.T()
+		dt, ok := SafetensorsDType(t.DType())
+		if !ok {
+			return nil, fmt.Errorf("nn: parameter %q: dtype %s has no safetensors code", np.Name, t.DType())
+		}
+		data := s.Bytes(t)
+		if err := s.Err(); err != nil {
+			return nil, fmt.Errorf("nn: parameter %q: %w", np.Name, err)
+		}
+		out = append(out, safetensors.Tensor{Name: prefix + np.Name, DType: dt, Shape: t.Shape(), Data: data})
+	}
+	return out, nil
+}
+
+// SaveState writes every parameter under m to one safetensors file
+// (atomically), under the parameters' full names.
+func SaveState(m Module, path string, metadata map[string]string) error {
+	ts, err := StateTensors(NamedParams(m), "")
+	if err != nil {
+		return err
+	}
+	return safetensors.Write(path, ts, metadata)
+}
+
+func setName(set *safetensors.Set) string {
+	files := set.Files()
+	if len(files) == 1 {
+		return files[0].Path()
+	}
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.Path()
+	}
+	return strings.Join(names, ", ")
+}
+
+func isFloat(d tensor.DType) bool {
+	return d == tensor.Float32 || d == tensor.Float16 || d == tensor.BFloat16 || d == tensor.Float64
+}
+
+func sameShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
