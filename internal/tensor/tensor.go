@@ -120,13 +120,24 @@ func (t *T) Free() {
 	t.c = nil
 }
 
+// Accessors are nil-safe (zero values) so that a chain of ops can run on
+// after a failed op and report the scope's first error.
+
 // Dim is the number of dimensions.
-func (t *T) Dim() int { return int(lib.AtDim(t.c)) }
+func (t *T) Dim() int {
+	if !t.Defined() {
+		return 0
+	}
+	return int(lib.AtDim(t.c))
+}
 
 // Shape returns the sizes of every dimension.
 func (t *T) Shape() []int64 {
 	n := t.Dim()
 	if n == 0 {
+		if !t.Defined() {
+			return nil
+		}
 		return []int64{}
 	}
 	dims := make([]int64, n)
@@ -139,6 +150,9 @@ func (t *T) Size(d int) int64 {
 	s := t.Shape()
 	if d < 0 {
 		d += len(s)
+	}
+	if d < 0 || d >= len(s) {
+		return 0
 	}
 	return s[d]
 }
@@ -153,10 +167,15 @@ func (t *T) Numel() int64 {
 }
 
 // DType is the element type.
-func (t *T) DType() DType { return DType(lib.AtScalarType(t.c)) }
+func (t *T) DType() DType {
+	if !t.Defined() {
+		return 0
+	}
+	return DType(lib.AtScalarType(t.c))
+}
 
 // RequiresGrad reports whether autograd tracks t.
-func (t *T) RequiresGrad() bool { return lib.AtRequiresGrad(t.c) }
+func (t *T) RequiresGrad() bool { return t.Defined() && lib.AtRequiresGrad(t.c) }
 
 // Clone returns a second handle to the same tensor (no data copy); the
 // caller owns it.

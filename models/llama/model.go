@@ -272,6 +272,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	cos, sin := m.rotary(s, pos)
 	mask := m.attentionMask(s, b.AttentionMask, B, L, past, prefixLen)
 
+	hasPast := b.PastKeyValues.Len() > 0 // before the loop starts filling the cache
 	var cache *models.Cache
 	if b.UseCache {
 		cache = b.PastKeyValues
@@ -285,7 +286,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	for i, item := range m.Model.Layers.Items {
 		layer := item.(*DecoderLayer)
 		var pastKV, prefix *models.KV
-		if b.PastKeyValues != nil && b.PastKeyValues.Len() > 0 {
+		if hasPast {
 			pastKV = &b.PastKeyValues.Layers[i]
 		}
 		if len(b.PrefixKV) > 0 {
@@ -390,6 +391,9 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *ten
 		newKV.K, newKV.V = s.Keep(k), s.Keep(v)
 		old.K.Free()
 		old.V.Free()
+	}
+	if s.Err() != nil {
+		return nil
 	}
 	T := k.Size(2)
 	if H != KV {
