@@ -108,7 +108,7 @@ use .
 
 replace github.com/sugarme/gotch $GOTCH_VERSION => $gotch
 "
-if [ "$(cat "$root/go.work" 2>/dev/null)" != "$work" ]; then
+if [ "$(cat "$root/go.work" 2>/dev/null)" != "$(printf '%s' "$work")" ]; then
   printf '%s' "$work" > "$root/go.work.tmp" && mv "$root/go.work.tmp" "$root/go.work"
   say "wrote go.work (gotch from $gotch)"
 fi

@@ -1,0 +1,30 @@
+package llama_test
+
+import (
+	"fmt"
+
+	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/llama"
+	"github.com/sugarme/gotch/ts"
+)
+
+// Load a HF checkpoint folder and run one forward pass with a loss.
+func ExampleLoad() {
+	m, err := llama.Load("../../../shared/fixtures/hf/llama-tiny")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer m.Free()
+	ids := ts.MustOfSlice([]int64{1, 306, 450, 263, 123, 29}).MustView([]int64{1, 6}, true)
+	out, err := m.Forward(models.Inputs{InputIDs: ids, Labels: ids})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("logits", out.Logits.MustSize())
+	fmt.Printf("loss %.2f\n", out.Loss.Float64Values()[0])
+	// Output:
+	// logits [1 6 512]
+	// loss 6.30
+}
