@@ -92,14 +92,21 @@ func TensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor
 
 // LoadState copies tensors from a safetensors set into m's parameters,
 // matching parameter names (plus opts.Prefix) to keys. Every parameter must
-// be found with its exact shape; errors name the file and the key.
+// be found with its exact shape and a dtype of its kind (floating-point data
+// for floating-point parameters, the same dtype otherwise); errors name the
+// file and the key. Everything is checked before any parameter changes, so
+// a load that fails on bad input leaves m as it was.
 func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
 	dt := opts.DType
 	if dt == 0 {
 		dt = tensor.Float32
 	}
-	s := tensor.NoGradScope()
-	defer s.Close()
+	type load struct {
+		p      *Param
+		key    string
+		target tensor.DType
+	}
+	var loads []load
 	used := map[string]bool{}
 	for _, np := range NamedParams(m) {
 		key := opts.Prefix + np.Name
@@ -114,18 +121,20 @@ func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
 		if want := np.Param.Shape(); !sameShape(want, info.Shape) {
 			return fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", f.Path(), key, info.Shape, want)
 		}
+		src, ok := DTypeOf(info.DType)
+		if !ok {
+			return fmt.Errorf("%s: tensor %q: unsupported dtype %q", f.Path(), key, info.DType)
+		}
 		target := dt
-		if !isFloat(np.Param.DType()) {
-			target = np.Param.DType()
+		if pd := np.Param.DType(); !isFloat(pd) {
+			target = pd
+			if src != pd {
+				return fmt.Errorf("%s: tensor %q has dtype %s, the model expects %s", f.Path(), key, info.DType, pd)
+			}
+		} else if !isFloat(src) {
+			return fmt.Errorf("%s: tensor %q has dtype %s, the model expects floating-point data", f.Path(), key, info.DType)
 		}
-		t, err := TensorFromFile(s, set, key, target)
-		if err != nil {
-			return err
-		}
-		if opts.Trainable && isFloat(target) {
-			s.SetRequiresGrad(t, true)
-		}
-		np.Param.Set(s.Keep(t))
+		loads = append(loads, load{np.Param, key, target})
 	}
 	for _, key := range set.Names() {
 		if used[key] || !strings.HasPrefix(key, opts.Prefix) {
@@ -136,6 +145,18 @@ func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
 		}
 		_, f, _ := set.Info(key)
 		return fmt.Errorf("%s: unexpected tensor %q (no such parameter in the model)", f.Path(), key)
+	}
+	s := tensor.NoGradScope()
+	defer s.Close()
+	for _, l := range loads {
+		t, err := TensorFromFile(s, set, l.key, l.target)
+		if err != nil {
+			return err
+		}
+		if opts.Trainable && isFloat(l.target) {
+			s.SetRequiresGrad(t, true)
+		}
+		l.p.Set(s.Keep(t))
 	}
 	return s.Err()
 }

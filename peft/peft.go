@@ -39,13 +39,6 @@ const (
 	FeatureExtraction TaskType = "FEATURE_EXTRACTION"
 )
 
-// Config is what every method's configuration provides: its peft_type and
-// task type (the JSON with PEFT's field names is the method's own).
-type Config interface {
-	PeftType() PeftType
-	TaskType() TaskType
-}
-
 // FormatTrainable renders counts as PEFT's print_trainable_parameters does:
 // "trainable params: 1,234 || all params: 5,678 || trainable%: 21.7330".
 func FormatTrainable(trainable, total int64) string {

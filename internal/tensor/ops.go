@@ -605,3 +605,22 @@ func (s *Scope) Empty(dt DType, shape ...int64) *T {
 	lib.AtgEmpty(s.ptr(), shape, len(shape), int32(dt), cpu)
 	return s.result("empty")
 }
+
+// Rand draws from U[0, 1) with libtorch's generator.
+func (s *Scope) Rand(dt DType, shape ...int64) *T {
+	if !s.ok() {
+		return nil
+	}
+	lib.AtgRand(s.ptr(), shape, len(shape), int32(dt), cpu)
+	return s.result("rand")
+}
+
+// Uniform draws from U[lo, hi).
+func (s *Scope) Uniform(dt DType, lo, hi float64, shape ...int64) *T {
+	return s.AddScalar(s.MulScalar(s.Rand(dt, shape...), hi-lo), lo)
+}
+
+// RowNorm is the L2 norm of each row of a 2-D tensor ([out, in] → [out]).
+func (s *Scope) RowNorm(w *T) *T {
+	return s.Sqrt(s.Sum(s.Mul(w, w), false, 1))
+}

@@ -477,3 +477,7 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 var _ models.CausalLM = (*Model)(nil)
+
+// ModelType is config.json's model_type ("llama", "qwen2", "mistral"),
+// which PEFT uses to pick default target modules.
+func (m *Model) ModelType() string { return m.Config.ModelType }

@@ -1,0 +1,351 @@
+package lora
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/gopeft/peft/peft"
+)
+
+// Config is PEFT's LoraConfig. Field names follow HF's; JSON uses PEFT's
+// keys and defaults, and keys this library does not know are kept from the
+// file read so a newer PEFT's config round-trips.
+type Config struct {
+	R                   int           `json:"r"`
+	LoraAlpha           float64       `json:"lora_alpha"`
+	LoraDropout         float64       `json:"lora_dropout"`
+	TargetModules       Targets       `json:"target_modules"`
+	ExcludeModules      Targets       `json:"exclude_modules"`
+	FanInFanOut         bool          `json:"fan_in_fan_out"`
+	Bias                string        `json:"bias"` // "none", "all", "lora_only"
+	UseRSLoRA           bool          `json:"use_rslora"`
+	UseDoRA             bool          `json:"use_dora"`
+	ModulesToSave_      []string      `json:"modules_to_save"`
+	InitLoraWeights     Init          `json:"init_lora_weights"`
+	LayersToTransform   IntList       `json:"layers_to_transform"`
+	LayersPattern       StringList    `json:"layers_pattern"`
+	RankPattern         OrderedMap    `json:"rank_pattern"`
+	AlphaPattern        OrderedMap    `json:"alpha_pattern"`
+	Task                peft.TaskType `json:"task_type"`
+	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
+	Revision            *string       `json:"revision"`
+
+	raw map[string]json.RawMessage // the file as read
+}
+
+// NewConfig returns PEFT's defaults (r 8, alpha 8, task CAUSAL_LM).
+func NewConfig() *Config {
+	return &Config{R: 8, LoraAlpha: 8, Bias: "none", InitLoraWeights: Init{Value: "true"}, Task: peft.CausalLM}
+}
+
+func (c *Config) PeftType() peft.PeftType { return peft.LoRA }
+func (c *Config) TaskType() peft.TaskType { return c.Task }
+func (c *Config) BiasMode() string {
+	if c.Bias == "" {
+		return "none"
+	}
+	return c.Bias
+}
+func (c *Config) ModulesToSave() []string { return c.ModulesToSave_ }
+
+// Scaling is lora_alpha / r, or lora_alpha / √r with rsLoRA.
+func (c *Config) Scaling(r int, alpha float64) float64 {
+	if c.UseRSLoRA {
+		return alpha / sqrt(float64(r))
+	}
+	return alpha / float64(r)
+}
+
+// Decode parses adapter_config.json of a LoRA adapter.
+func Decode(data []byte) (peft.Config, error) {
+	c := NewConfig()
+	c.Task = ""
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, &c.raw); err != nil {
+		return nil, err
+	}
+	if v, ok := c.raw["lora_bias"]; ok && string(v) == "true" {
+		return nil, fmt.Errorf("field \"lora_bias\": true is not supported")
+	}
+	if v, ok := c.raw["layer_replication"]; ok && string(v) != "null" {
+		return nil, fmt.Errorf("field \"layer_replication\" is not supported")
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the fields' values.
+func (c *Config) Validate() error {
+	if c.R <= 0 {
+		return fmt.Errorf("field \"r\" must be positive, got %d", c.R)
+	}
+	switch c.BiasMode() {
+	case "none", "all", "lora_only":
+	default:
+		return fmt.Errorf("field \"bias\": %q is not one of none, all, lora_only", c.Bias)
+	}
+	switch c.InitLoraWeights.Value {
+	case "true", "false", "gaussian":
+	default:
+		return fmt.Errorf("field \"init_lora_weights\": %s is not supported (true, false, \"gaussian\")", c.InitLoraWeights.Value)
+	}
+	if c.TargetModules.Regex != "" && (len(c.LayersToTransform) > 0 || len(c.LayersPattern) > 0) {
+		return fmt.Errorf("fields \"layers_to_transform\"/\"layers_pattern\" need a list \"target_modules\", not a regex")
+	}
+	for _, p := range []Targets{c.TargetModules, c.ExcludeModules} {
+		if p.Regex != "" {
+			if _, err := regexp.Compile(p.Regex); err != nil {
+				return fmt.Errorf("regex %q: %w", p.Regex, err)
+			}
+		}
+	}
+	return nil
+}
+
+// defaultKeys are the keys PEFT 0.10 writes for a LoraConfig, with defaults.
+var defaultKeys = map[string]any{
+	"alpha_pattern": map[string]any{}, "auto_mapping": nil, "base_model_name_or_path": nil,
+	"bias": "none", "fan_in_fan_out": false, "inference_mode": true, "init_lora_weights": true,
+	"layer_replication": nil, "layers_pattern": nil, "layers_to_transform": nil, "loftq_config": map[string]any{},
+	"lora_alpha": 8, "lora_dropout": 0.0, "megatron_config": nil, "megatron_core": "megatron.core",
+	"modules_to_save": nil, "peft_type": "LORA", "r": 8, "rank_pattern": map[string]any{}, "revision": nil,
+	"target_modules": nil, "task_type": nil, "use_dora": false, "use_rslora": false,
+}
+
+// MarshalJSON renders adapter_config.json: PEFT's keys (sorted, indent 2,
+// inference_mode true), the file's unknown keys kept, our values on top.
+func (c *Config) MarshalJSON() ([]byte, error) {
+	out := map[string]any{}
+	for k, v := range defaultKeys {
+		out[k] = v
+	}
+	for k, v := range c.raw {
+		out[k] = v
+	}
+	set := func(k string, v any) { out[k] = v }
+	set("r", c.R)
+	set("lora_alpha", number(c.LoraAlpha))
+	set("lora_dropout", c.LoraDropout)
+	set("target_modules", c.TargetModules)
+	if c.ExcludeModules.set() || c.raw["exclude_modules"] != nil {
+		set("exclude_modules", c.ExcludeModules)
+	}
+	set("fan_in_fan_out", c.FanInFanOut)
+	set("bias", c.BiasMode())
+	set("use_rslora", c.UseRSLoRA)
+	set("use_dora", c.UseDoRA)
+	if c.ModulesToSave_ != nil {
+		set("modules_to_save", c.ModulesToSave_)
+	} else {
+		set("modules_to_save", nil)
+	}
+	set("init_lora_weights", c.InitLoraWeights)
+	set("layers_to_transform", c.LayersToTransform)
+	set("layers_pattern", c.LayersPattern)
+	set("rank_pattern", c.RankPattern)
+	set("alpha_pattern", c.AlphaPattern)
+	if c.Task != "" {
+		set("task_type", c.Task)
+	}
+	if c.BaseModelNameOrPath != "" {
+		set("base_model_name_or_path", c.BaseModelNameOrPath)
+	}
+	if c.Revision != nil {
+		set("revision", *c.Revision)
+	}
+	set("peft_type", "LORA")
+	set("inference_mode", true)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(out); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// number writes integral floats without a fraction (PEFT writes 16, not 16.0).
+func number(f float64) json.Number {
+	return json.Number(strconv.FormatFloat(f, 'f', -1, 64))
+}
+
+// Targets is target_modules / exclude_modules: a list of names (exact or
+// "."-suffix match), a regex string (full match), or unset (null).
+type Targets struct {
+	List  []string
+	Regex string
+}
+
+// List makes list targets.
+func List(names ...string) Targets { return Targets{List: names} }
+
+// Regex makes regex targets (matched against the whole module path).
+func Regex(pattern string) Targets { return Targets{Regex: pattern} }
+
+func (t Targets) set() bool { return t.List != nil || t.Regex != "" }
+
+func (t Targets) MarshalJSON() ([]byte, error) {
+	switch {
+	case t.Regex != "":
+		return json.Marshal(t.Regex)
+	case t.List != nil:
+		return json.Marshal(t.List)
+	}
+	return []byte("null"), nil
+}
+
+func (t *Targets) UnmarshalJSON(b []byte) error {
+	*t = Targets{}
+	switch {
+	case string(b) == "null":
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		return json.Unmarshal(b, &t.Regex)
+	}
+	return json.Unmarshal(b, &t.List)
+}
+
+// Init is init_lora_weights: true, false or "gaussian" (Value holds the JSON
+// text: "true", "false", "gaussian").
+type Init struct{ Value string }
+
+func (i Init) MarshalJSON() ([]byte, error) {
+	switch i.Value {
+	case "", "true":
+		return []byte("true"), nil
+	case "false":
+		return []byte("false"), nil
+	}
+	return json.Marshal(i.Value)
+}
+
+func (i *Init) UnmarshalJSON(b []byte) error {
+	var s string
+	if json.Unmarshal(b, &s) == nil {
+		i.Value = s
+		return nil
+	}
+	i.Value = string(b)
+	return nil
+}
+
+// IntList is an int or a list of ints (layers_to_transform).
+type IntList []int
+
+func (l IntList) MarshalJSON() ([]byte, error) {
+	if l == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal([]int(l))
+}
+
+func (l *IntList) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*l = nil
+		return nil
+	}
+	var one int
+	if json.Unmarshal(b, &one) == nil {
+		*l = IntList{one}
+		return nil
+	}
+	var many []int
+	if err := json.Unmarshal(b, &many); err != nil {
+		return err
+	}
+	*l = many
+	return nil
+}
+
+// StringList is a string or a list of strings (layers_pattern).
+type StringList []string
+
+func (l StringList) MarshalJSON() ([]byte, error) {
+	if l == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal([]string(l))
+}
+
+func (l *StringList) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*l = nil
+		return nil
+	}
+	var one string
+	if json.Unmarshal(b, &one) == nil {
+		*l = StringList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return err
+	}
+	*l = many
+	return nil
+}
+
+// OrderedMap is a JSON object of pattern → number that keeps the file's key
+// order (rank_pattern / alpha_pattern: the first matching key wins).
+type OrderedMap struct {
+	Keys   []string
+	Values map[string]float64
+}
+
+func (m OrderedMap) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	for i, k := range m.Keys {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		buf.Write(kb)
+		buf.WriteByte(':')
+		buf.WriteString(string(number(m.Values[k])))
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+func (m *OrderedMap) UnmarshalJSON(b []byte) error {
+	*m = OrderedMap{Values: map[string]float64{}}
+	if string(b) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.Token(); err != nil {
+		return err
+	}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		var v float64
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		k := kt.(string)
+		m.Keys = append(m.Keys, k)
+		m.Values[k] = v
+	}
+	return nil
+}
+
+// Lookup returns the value of the first pattern matching module name
+// (PEFT: re.match(rf"(.*\.)?({key})$", name)).
+func (m OrderedMap) Lookup(name string) (float64, bool) {
+	for _, k := range m.Keys {
+		re, err := regexp.Compile(`^(?:.*\.)?(?:` + k + `)$`)
+		if err == nil && re.MatchString(name) {
+			return m.Values[k], true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,390 @@
+package peft
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/nn"
+)
+
+// File names and the first adapter's name, as in HF PEFT.
+const (
+	ConfigName     = "adapter_config.json"
+	WeightsName    = "adapter_model.safetensors"
+	DefaultAdapter = "default"
+	// KeyPrefix is what PEFT puts before a module path in saved keys.
+	KeyPrefix = "base_model.model."
+)
+
+// Model is a base model with one or more named adapters of one method
+// (HF's PeftModel). Its module tree is PEFT's: base_model.model.<HF path>,
+// so parameter names equal PEFT's in-memory names
+// (base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight).
+type Model struct {
+	BaseModel *TunerModel `nn:"base_model"`
+
+	configs  map[string]Config
+	names    []string // adapter names in insertion order
+	active   string
+	disabled bool
+}
+
+// TunerModel holds the wrapped base model (HF's LoraModel, IA3Model, …).
+type TunerModel struct {
+	Model models.CausalLM `nn:"model"`
+	kind  PeftType
+}
+
+// TypeName prints PEFT's class names in the module tree.
+func (t *TunerModel) TypeName() string {
+	switch t.kind {
+	case LoRA:
+		return "LoraModel"
+	case IA3:
+		return "IA3Model"
+	}
+	return "PeftTunerModel"
+}
+
+// TypeName prints PEFT's class name.
+func (m *Model) TypeName() string { return "PeftModelForCausalLM" }
+
+// New wraps base with cfg as adapter "default": every base parameter is
+// frozen and the adapter's own parameters (and modules_to_save copies, and
+// biases per the bias policy) train.
+func New(base models.CausalLM, cfg Config) (*Model, error) {
+	if err := nn.Freeze(base); err != nil {
+		return nil, err
+	}
+	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}}
+	if err := m.AddAdapter(DefaultAdapter, cfg); err != nil {
+		return nil, err
+	}
+	if err := m.SetAdapter(DefaultAdapter); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Base is the wrapped model (with its layers replaced by Tuners).
+func (m *Model) Base() models.CausalLM { return m.BaseModel.Model }
+
+// Config returns the configuration of adapter name.
+func (m *Model) Config(name string) (Config, bool) {
+	c, ok := m.configs[name]
+	return c, ok
+}
+
+// Adapters lists the adapter names in the order they were added.
+func (m *Model) Adapters() []string { return append([]string(nil), m.names...) }
+
+// ActiveAdapter is the adapter that runs in forward and trains.
+func (m *Model) ActiveAdapter() string { return m.active }
+
+// AddAdapter injects a second (third, …) adapter of the same method. It is
+// not active and its parameters are frozen until SetAdapter.
+func (m *Model) AddAdapter(name string, cfg Config) error {
+	if name == "" || strings.Contains(name, ".") {
+		return fmt.Errorf("peft: adapter name %q must be non-empty and without dots", name)
+	}
+	if _, ok := m.configs[name]; ok {
+		return fmt.Errorf("peft: adapter %q already exists", name)
+	}
+	if m.BaseModel.kind != cfg.PeftType() {
+		return fmt.Errorf("peft: cannot add a %s adapter to a %s model (one method per model)", cfg.PeftType(), m.BaseModel.kind)
+	}
+	if b, ok := cfg.(BiasConfig); ok && b.BiasMode() != "none" {
+		for n, c := range m.configs {
+			if ob, ok := c.(BiasConfig); ok && ob.BiasMode() != "none" {
+				return fmt.Errorf("peft: adapter %q already trains biases (bias=%q); only one adapter may have bias != \"none\"", n, ob.BiasMode())
+			}
+		}
+	}
+	base := m.BaseModel.Model
+	if err := cfg.Inject(base, name); err != nil {
+		m.dropAdapter(name)
+		return err
+	}
+	if mts, ok := cfg.(ModulesToSaveConfig); ok {
+		if err := wrapModulesToSave(base, mts.ModulesToSave(), name); err != nil {
+			m.dropAdapter(name)
+			return err
+		}
+	}
+	m.configs[name] = cfg
+	m.names = append(m.names, name)
+	for _, pt := range tuners(base) {
+		if contains(pt.tuner.Adapters(), name) {
+			if err := pt.tuner.SetTrainable(name, false); err != nil {
+				return err
+			}
+			pt.tuner.SetActive(activeList(m.active))
+		}
+	}
+	return nil
+}
+
+// SetAdapter makes name the active adapter: it alone runs in forward and
+// trains (with its bias policy); every other adapter is frozen.
+func (m *Model) SetAdapter(name string) error {
+	cfg, ok := m.configs[name]
+	if !ok {
+		return fmt.Errorf("peft: no adapter %q (have %v)", name, m.names)
+	}
+	m.active = name
+	for _, pt := range tuners(m.BaseModel.Model) {
+		pt.tuner.SetActive([]string{name})
+		for _, a := range pt.tuner.Adapters() {
+			if err := pt.tuner.SetTrainable(a, a == name); err != nil {
+				return err
+			}
+		}
+	}
+	return m.applyBias(cfg, true)
+}
+
+// DisableAdapters runs the base model alone until the returned restore
+// function is called (HF's `with model.disable_adapter():`). Biases trained
+// with bias="all"/"lora_only" stay, as in PEFT.
+func (m *Model) DisableAdapters() (restore func()) {
+	prev := m.disabled
+	m.setDisabled(true)
+	return func() { m.setDisabled(prev) }
+}
+
+func (m *Model) setDisabled(off bool) {
+	m.disabled = off
+	for _, pt := range tuners(m.BaseModel.Model) {
+		pt.tuner.SetDisabled(off)
+	}
+}
+
+// DeleteAdapter removes an adapter. A merged adapter cannot be deleted.
+// When the active adapter goes, the first remaining one becomes active.
+func (m *Model) DeleteAdapter(name string) error {
+	if _, ok := m.configs[name]; !ok {
+		return fmt.Errorf("peft: no adapter %q (have %v)", name, m.names)
+	}
+	for _, pt := range tuners(m.BaseModel.Model) {
+		if contains(pt.tuner.Merged(), name) {
+			return fmt.Errorf("peft: adapter %q is merged into %s: unmerge first", name, pt.path)
+		}
+	}
+	m.dropAdapter(name)
+	if m.active == name {
+		m.active = ""
+		if len(m.names) > 0 {
+			return m.SetAdapter(m.names[0])
+		}
+	}
+	return nil
+}
+
+// dropAdapter removes an adapter's parameters and config; Tuners left with
+// no adapter are replaced by their base layer.
+func (m *Model) dropAdapter(name string) {
+	base := m.BaseModel.Model
+	for _, pt := range tuners(base) {
+		if !contains(pt.tuner.Adapters(), name) {
+			continue
+		}
+		pt.tuner.DeleteAdapter(name)
+		if len(pt.tuner.Adapters()) == 0 {
+			_, _ = nn.Replace(base, pt.path, pt.tuner.BaseLayer())
+		}
+	}
+	delete(m.configs, name)
+	for i, n := range m.names {
+		if n == name {
+			m.names = append(m.names[:i], m.names[i+1:]...)
+			break
+		}
+	}
+}
+
+// Merge folds the active adapter (or the named ones) into the base weights;
+// the adapters stay and can be unmerged. safe refuses non-finite results.
+func (m *Model) Merge(safe bool, names ...string) error {
+	if len(names) == 0 {
+		names = activeList(m.active)
+	}
+	for _, n := range names {
+		if _, ok := m.configs[n]; !ok {
+			return fmt.Errorf("peft: no adapter %q to merge", n)
+		}
+	}
+	for _, pt := range tuners(m.BaseModel.Model) {
+		var todo []string
+		for _, n := range names {
+			if contains(pt.tuner.Adapters(), n) && !contains(pt.tuner.Merged(), n) {
+				todo = append(todo, n)
+			}
+		}
+		if err := pt.tuner.Merge(todo, safe); err != nil {
+			return fmt.Errorf("peft: merge %s: %w", pt.path, err)
+		}
+	}
+	return nil
+}
+
+// Unmerge subtracts every merged adapter from the base weights.
+func (m *Model) Unmerge() error {
+	for _, pt := range tuners(m.BaseModel.Model) {
+		if err := pt.tuner.Unmerge(); err != nil {
+			return fmt.Errorf("peft: unmerge %s: %w", pt.path, err)
+		}
+	}
+	return nil
+}
+
+// Unloader is implemented by Tuners whose unloaded form is not their base
+// layer (modules_to_save gives back the active adapter's copy).
+type Unloader interface {
+	Unloaded() nn.Layer
+}
+
+// MergeAndUnload merges the active adapter and returns the plain base model
+// with every Tuner replaced by its (merged) base layer. m must not be used
+// afterwards.
+func (m *Model) MergeAndUnload() (models.CausalLM, error) {
+	if err := m.Merge(false); err != nil {
+		return nil, err
+	}
+	return m.unload()
+}
+
+// Unload returns the base model without the adapters (nothing merged).
+func (m *Model) Unload() (models.CausalLM, error) {
+	if err := m.Unmerge(); err != nil {
+		return nil, err
+	}
+	return m.unload()
+}
+
+func (m *Model) unload() (models.CausalLM, error) {
+	base := m.BaseModel.Model
+	for _, pt := range tuners(base) {
+		repl := pt.tuner.BaseLayer()
+		if u, ok := pt.tuner.(Unloader); ok {
+			repl = u.Unloaded()
+		}
+		if _, err := nn.Replace(base, pt.path, repl); err != nil {
+			return nil, err
+		}
+	}
+	m.configs, m.names, m.active = map[string]Config{}, nil, ""
+	return base, nil
+}
+
+// TrainableParams lists the parameters that train, with PEFT's names.
+func (m *Model) TrainableParams() []nn.NamedParam { return nn.TrainableParams(m) }
+
+// PrintTrainableParameters prints PEFT's line:
+// "trainable params: … || all params: … || trainable%: …".
+func (m *Model) PrintTrainableParameters() { fmt.Println(TrainableSummary(m)) }
+
+// ForwardT runs the wrapped model in scope s.
+func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
+	return m.BaseModel.Model.ForwardT(s, b)
+}
+
+// Forward runs the wrapped model (public entry point).
+func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
+	return m.BaseModel.Model.Forward(in)
+}
+
+// applyBias makes biases trainable per cfg's bias policy.
+func (m *Model) applyBias(cfg Config, on bool) error {
+	for _, np := range m.biasParams(cfg) {
+		s := tensor.NewScope()
+		s.SetRequiresGrad(np.Param.T(), on)
+		err := s.Err()
+		s.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// biasParams lists the biases cfg's bias policy trains and saves, under
+// their in-memory names relative to the wrapped model.
+func (m *Model) biasParams(cfg Config) []nn.NamedParam {
+	b, ok := cfg.(BiasConfig)
+	if !ok || b.BiasMode() == "none" || b.BiasMode() == "" {
+		return nil
+	}
+	base := m.BaseModel.Model
+	if b.BiasMode() == "all" {
+		var out []nn.NamedParam
+		for _, np := range baseParams(base) {
+			if np.Name == "bias" || strings.HasSuffix(np.Name, ".bias") {
+				out = append(out, np)
+			}
+		}
+		return out
+	}
+	var out []nn.NamedParam // "<prefix>_only": biases of the wrapped layers
+	for _, pt := range tuners(base) {
+		if _, isMTS := pt.tuner.(*ModulesToSave); isMTS {
+			continue
+		}
+		for _, np := range nn.LocalParams(pt.tuner.BaseLayer()) {
+			if np.Name == "bias" {
+				out = append(out, nn.NamedParam{Name: pt.path + ".base_layer.bias", Param: np.Param})
+			}
+		}
+	}
+	return out
+}
+
+// baseParams lists the base model's own parameters (adapter parameters and
+// modules_to_save copies excluded) under in-memory names.
+func baseParams(base nn.Module) []nn.NamedParam {
+	adapterOwned := map[*nn.Param]bool{}
+	for _, pt := range tuners(base) {
+		for _, a := range pt.tuner.Adapters() {
+			for _, np := range pt.tuner.AdapterState(a) {
+				adapterOwned[np.Param] = true
+			}
+		}
+	}
+	var out []nn.NamedParam
+	for _, np := range nn.NamedParams(base) {
+		if !adapterOwned[np.Param] {
+			out = append(out, np)
+		}
+	}
+	return out
+}
+
+func activeList(name string) []string {
+	if name == "" {
+		return nil
+	}
+	return []string{name}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckFinite returns an error naming what when t has NaN or Inf values.
+func CheckFinite(s *tensor.Scope, t *tensor.T, what string) error {
+	v := s.Item(s.Sum(s.Abs(t), false))
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("%s: merged weights are not finite (NaN or Inf)", what)
+	}
+	return nil
+}

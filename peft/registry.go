@@ -1,0 +1,99 @@
+package peft
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/gopeft/peft/nn"
+)
+
+// Config is what every method's configuration provides. Methods live in
+// their own packages and register a decoder for their peft_type.
+type Config interface {
+	PeftType() PeftType
+	TaskType() TaskType
+	// Inject adds adapter `name` to the model's module tree (replacing
+	// targeted layers by Tuners, or adding to Tuners already there), with
+	// freshly initialised parameters.
+	Inject(model nn.Module, name string) error
+	// MarshalJSON renders adapter_config.json with PEFT's field names
+	// (fields this library does not know are kept from the file read).
+	MarshalJSON() ([]byte, error)
+}
+
+// BiasConfig is implemented by configs with PEFT's `bias` policy
+// ("none", "all", "<prefix>_only").
+type BiasConfig interface {
+	BiasMode() string
+}
+
+// ModulesToSaveConfig is implemented by configs with `modules_to_save`.
+type ModulesToSaveConfig interface {
+	ModulesToSave() []string
+}
+
+// Decoder parses an adapter_config.json of one peft_type.
+type Decoder func(data []byte) (Config, error)
+
+var (
+	regMu    sync.RWMutex
+	registry = map[PeftType]Decoder{}
+)
+
+// Register makes a method loadable by Load; method packages call it in init.
+func Register(t PeftType, d Decoder) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	registry[t] = d
+}
+
+// Registered lists the peft_types that can be loaded.
+func Registered() []PeftType {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	out := make([]PeftType, 0, len(registry))
+	for t := range registry {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// ReadConfig reads dir/adapter_config.json with the decoder registered for
+// its peft_type.
+func ReadConfig(dir string) (Config, error) {
+	path := filepath.Join(dir, ConfigName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("peft: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig decodes adapter_config.json bytes (path is used in errors).
+func ParseConfig(path string, data []byte) (Config, error) {
+	var head struct {
+		PeftType *string `json:"peft_type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("peft: %s: %w", path, err)
+	}
+	if head.PeftType == nil {
+		return nil, fmt.Errorf("peft: %s: missing field \"peft_type\"", path)
+	}
+	regMu.RLock()
+	dec, ok := registry[PeftType(*head.PeftType)]
+	regMu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("peft: %s: peft_type %q is not registered (linked methods: %v)", path, *head.PeftType, Registered())
+	}
+	cfg, err := dec(data)
+	if err != nil {
+		return nil, fmt.Errorf("peft: %s: %w", path, err)
+	}
+	return cfg, nil
+}
