@@ -51,6 +51,12 @@ func (c *Config) BiasMode() string {
 }
 func (c *Config) ModulesToSave() []string { return c.ModulesToSave_ }
 
+// BaseModelName is base_model_name_or_path.
+func (c *Config) BaseModelName() string { return c.BaseModelNameOrPath }
+
+// SetBaseModelName sets base_model_name_or_path.
+func (c *Config) SetBaseModelName(n string) { c.BaseModelNameOrPath = n }
+
 // Scaling is lora_alpha / r, or lora_alpha / √r with rsLoRA.
 func (c *Config) Scaling(r int, alpha float64) float64 {
 	if c.UseRSLoRA {

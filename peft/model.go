@@ -60,6 +60,7 @@ func New(base models.CausalLM, cfg Config) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}}
+	fillBaseModelName(base, cfg)
 	if err := m.AddAdapter(DefaultAdapter, cfg); err != nil {
 		return nil, err
 	}
@@ -67,6 +68,19 @@ func New(base models.CausalLM, cfg Config) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// fillBaseModelName records the base model's path in the config, as
+// get_peft_model does with model.name_or_path, when the config has none.
+func fillBaseModelName(base models.CausalLM, cfg Config) {
+	n, ok1 := base.(interface{ NameOrPath() string })
+	c, ok2 := cfg.(interface {
+		BaseModelName() string
+		SetBaseModelName(string)
+	})
+	if ok1 && ok2 && c.BaseModelName() == "" && n.NameOrPath() != "" {
+		c.SetBaseModelName(n.NameOrPath())
+	}
 }
 
 // Base is the wrapped model (with its layers replaced by Tuners).

@@ -27,6 +27,8 @@ type Model struct {
 	LMHead nn.Layer `nn:"lm_head"`
 
 	Config *Config
+	// Path is the folder the model was loaded from (HF's name_or_path).
+	Path string
 	// GenerationConfig is generation_config.json as read (nil if absent).
 	GenerationConfig []byte
 
@@ -133,6 +135,7 @@ func Load(dir string) (*Model, error) {
 		nn.FreeParams(m)
 		return nil, fmt.Errorf("llama: %w", err)
 	}
+	m.Path = dir
 	if gc, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
 		m.GenerationConfig = gc
 	}
@@ -477,6 +480,10 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 var _ models.CausalLM = (*Model)(nil)
+
+// NameOrPath is where the model came from (PEFT records it in
+// adapter_config.json as base_model_name_or_path).
+func (m *Model) NameOrPath() string { return m.Path }
 
 // ModelType is config.json's model_type ("llama", "qwen2", "mistral"),
 // which PEFT uses to pick default target modules.
