@@ -1,10 +1,16 @@
 // Command peft is the library's command-line tool.
 //
 //	peft logits --model DIR [--adapter DIR]... [--merge] --input IN.safetensors --out OUT.safetensors
+//	peft merge --model DIR --adapter DIR [--adapter DIR]... --out DIR
+//	peft inspect DIR
 //
-// logits runs a HF checkpoint folder on IN's `input_ids` (int64 [B,S]) and
-// optional `attention_mask` (int64 [B,S]) and writes `logits` (float32
-// [B,S,V]) to OUT, atomically.
+// logits runs a HF checkpoint folder, with PEFT adapters when given (the
+// first is "default" and active; --merge folds it into the weights first),
+// on IN's `input_ids` (int64 [B,S]) and optional `attention_mask` (int64
+// [B,S]) and writes `logits` (float32 [B,S,V]) to OUT, atomically.
+// merge writes a HF checkpoint with the adapter merged in. inspect prints
+// an adapter's config and its trainable-parameter line (with --model) or a
+// model's parameter count.
 package main
 
 import (
@@ -17,9 +23,11 @@ import (
 	"path/filepath"
 
 	"github.com/gopeft/peft/internal/tensor"
+	_ "github.com/gopeft/peft/lora" // registers LORA with peft.Load
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
 )
 
@@ -27,7 +35,11 @@ const usage = `usage: peft <command> [flags]
 
 commands:
   logits   --model DIR [--adapter DIR]... [--merge] --input IN.safetensors --out OUT.safetensors
-           run a HF model on input_ids (+ attention_mask) and write its logits
+           run a HF model (with adapters) on input_ids (+ attention_mask) and write its logits
+  merge    --model DIR --adapter DIR [--adapter DIR]... --out DIR
+           merge the first adapter into the model and write a HF checkpoint
+  inspect  [--model DIR] DIR
+           print an adapter's config and trainable-parameter line, or a model's size
 `
 
 func main() {
@@ -45,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "logits":
 		return logits(args[1:], stderr)
+	case "merge":
+		return merge(args[1:], stdout, stderr)
+	case "inspect":
+		return inspect(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -77,10 +93,10 @@ func logits(args []string, stderr io.Writer) error {
 		return errors.New("logits: --input is required")
 	case *out == "":
 		return errors.New("logits: --out is required")
-	case len(adapters) > 0 || *merge:
-		return errors.New("logits: --adapter/--merge need a PEFT method package, which this build does not have yet")
+	case *merge && len(adapters) == 0:
+		return errors.New("logits: --merge needs an --adapter")
 	}
-	m, err := loadModel(*modelDir)
+	m, err := loadWithAdapters(*modelDir, adapters, *merge)
 	if err != nil {
 		return err
 	}
@@ -113,6 +129,103 @@ func logits(args []string, stderr io.Writer) error {
 	return safetensors.Write(*out, []safetensors.Tensor{{
 		Name: "logits", DType: safetensors.F32, Shape: res.Logits.Shape(), Data: data,
 	}}, nil)
+}
+
+// runner is what logits needs of a model: the base or a PEFT model.
+type runner interface {
+	ForwardT(s *tensor.Scope, b *models.Batch) *models.Output
+}
+
+// loadWithAdapters loads the base model and the adapters (the first is
+// "default" and active); with merge it returns the merged plain model.
+func loadWithAdapters(modelDir string, adapters []string, merge bool) (runner, error) {
+	base, err := loadModel(modelDir)
+	if err != nil {
+		return nil, err
+	}
+	if len(adapters) == 0 {
+		return base, nil
+	}
+	pm, err := peft.Load(base, adapters[0])
+	if err != nil {
+		return nil, err
+	}
+	for i, dir := range adapters[1:] {
+		if err := pm.LoadAdapter(dir, fmt.Sprintf("adapter%d", i+1)); err != nil {
+			return nil, err
+		}
+	}
+	if merge {
+		return pm.MergeAndUnload()
+	}
+	return pm, nil
+}
+
+func merge(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("merge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	modelDir := fs.String("model", "", "HF model folder")
+	var adapters multi
+	fs.Var(&adapters, "adapter", "PEFT adapter folder (the first is merged)")
+	out := fs.String("out", "", "folder to write the merged HF checkpoint to")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *modelDir == "" || len(adapters) == 0 || *out == "" {
+		return errors.New("merge: --model, --adapter and --out are required")
+	}
+	m, err := loadWithAdapters(*modelDir, adapters[:1], true)
+	if err != nil {
+		return err
+	}
+	if err := m.(models.CausalLM).Save(*out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "merged %s into %s: wrote %s\n", adapters[0], *modelDir, *out)
+	return nil
+}
+
+func inspect(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	modelDir := fs.String("model", "", "base model folder, to count trainable parameters")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("inspect: give one adapter or model folder")
+	}
+	dir := fs.Arg(0)
+	if _, err := os.Stat(filepath.Join(dir, peft.ConfigName)); err != nil {
+		m, err := loadModel(dir) // a model folder
+		if err != nil {
+			return err
+		}
+		_, total := nn.CountParams(m)
+		fmt.Fprintf(stdout, "%s: %s parameters\n%s\n", dir, peft.Commas(total), nn.Format(m))
+		return nil
+	}
+	cfg, err := peft.ReadConfig(dir)
+	if err != nil {
+		return err
+	}
+	js, err := cfg.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: %s adapter, task %s\n%s\n", dir, cfg.PeftType(), cfg.TaskType(), js)
+	if *modelDir != "" {
+		base, err := loadModel(*modelDir)
+		if err != nil {
+			return err
+		}
+		pm, err := peft.Load(base, dir, peft.LoadOptions{Trainable: true})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, peft.TrainableSummary(pm))
+	}
+	return nil
 }
 
 // readIDs reads an int64 [B,S] tensor by key (required or optional).

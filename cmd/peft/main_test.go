@@ -77,3 +77,69 @@ func TestLogitsCommandErrors(t *testing.T) {
 	_, statErr := os.Stat(out)
 	require.True(t, os.IsNotExist(statErr), "no output is written on error")
 }
+
+func readF32(t *testing.T, path, key string) []float32 {
+	set, err := safetensors.OpenFiles(path)
+	require.NoError(t, err)
+	defer set.Close()
+	b, err := set.Data(key)
+	require.NoError(t, err)
+	return append([]float32(nil), safetensors.Float32s(b)...)
+}
+
+func maxAbs(a, b []float32) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var d float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
+}
+
+func TestLogitsWithAdapters(t *testing.T) {
+	fx := fixtures(t)
+	model := filepath.Join(fx, "llama-tiny")
+	for _, name := range []string{"lora-default", "lora-rich", "lora-dora"} {
+		expected := filepath.Join(fx, "expected", "llama-tiny__"+name+".safetensors")
+		adapter := filepath.Join(fx, "adapters", "llama-tiny", name)
+		out := filepath.Join(t.TempDir(), "out.safetensors")
+		require.NoError(t, run([]string{"logits", "--model", model, "--adapter", adapter, "--input", expected, "--out", out}, &bytes.Buffer{}, &bytes.Buffer{}))
+		require.LessOrEqual(t, maxAbs(readF32(t, out, "logits"), readF32(t, expected, "logits")), 1e-4, name)
+		require.NoError(t, run([]string{"logits", "--model", model, "--adapter", adapter, "--merge", "--input", expected, "--out", out}, &bytes.Buffer{}, &bytes.Buffer{}))
+		require.LessOrEqual(t, maxAbs(readF32(t, out, "logits"), readF32(t, expected, "logits_merged")), 1e-4, name)
+	}
+}
+
+// peft merge writes a HF checkpoint whose plain logits equal the unmerged
+// adapted logits.
+func TestMergeCommand(t *testing.T) {
+	fx := fixtures(t)
+	expected := filepath.Join(fx, "expected", "llama-tiny__lora-rich.safetensors")
+	merged := filepath.Join(t.TempDir(), "merged")
+	var stdout bytes.Buffer
+	require.NoError(t, run([]string{"merge", "--model", filepath.Join(fx, "llama-tiny"),
+		"--adapter", filepath.Join(fx, "adapters", "llama-tiny", "lora-rich"), "--out", merged}, &stdout, &bytes.Buffer{}))
+	out := filepath.Join(t.TempDir(), "out.safetensors")
+	require.NoError(t, run([]string{"logits", "--model", merged, "--input", expected, "--out", out}, &bytes.Buffer{}, &bytes.Buffer{}))
+	require.LessOrEqual(t, maxAbs(readF32(t, out, "logits"), readF32(t, expected, "logits")), 1e-4)
+	set, err := safetensors.OpenDir(merged)
+	require.NoError(t, err)
+	defer set.Close()
+	for _, k := range set.Names() {
+		require.NotContains(t, k, "lora")
+		require.NotContains(t, k, "base_layer")
+	}
+}
+
+func TestInspect(t *testing.T) {
+	fx := fixtures(t)
+	var out bytes.Buffer
+	require.NoError(t, run([]string{"inspect", "--model", filepath.Join(fx, "llama-tiny"),
+		filepath.Join(fx, "adapters", "llama-tiny", "lora-default")}, &out, &bytes.Buffer{}))
+	require.Contains(t, out.String(), "LORA adapter, task CAUSAL_LM")
+	require.Contains(t, out.String(), `"r": 8`)
+	// 2 layers × (q: 8·64+64·8, v: 8·64+32·8) = 3,584 of 139,584 + 3,584
+	require.Contains(t, out.String(), "trainable params: 3,584 || all params: 143,168 || trainable%: 2.5034")
+}
