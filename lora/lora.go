@@ -70,7 +70,7 @@ func (c *Config) Inject(model nn.Module, name string) error {
 		}
 		if !c.targets(path) {
 			_, isLoRA := mod.(*Linear)
-			return !isLoRA
+			return !isLoRA && !isEmbedding(mod)
 		}
 		r, alpha := c.R, c.LoraAlpha
 		if v, ok := c.RankPattern.Lookup(path); ok {
@@ -78,6 +78,30 @@ func (c *Config) Inject(model nn.Module, name string) error {
 		}
 		if v, ok := c.AlphaPattern.Lookup(path); ok {
 			alpha = v
+		}
+		if emb, ok := mod.(*nn.Embedding); ok || isEmbedding(mod) {
+			if c.UseDoRA {
+				walkErr = fmt.Errorf("lora: %q: DoRA on an Embedding is not supported", path)
+				return false
+			}
+			layer, isLoRA := mod.(*Embedding)
+			if !isLoRA {
+				layer = newEmbedding(emb)
+				if _, err := nn.Replace(model, path, layer); err != nil {
+					walkErr = err
+					return false
+				}
+			}
+			if _, ok := layer.A.Get(name); ok {
+				walkErr = fmt.Errorf("lora: %q already has an adapter %q", path, name)
+				return false
+			}
+			if err := layer.addAdapter(name, r, alpha, c); err != nil {
+				walkErr = fmt.Errorf("lora: %s: %w", path, err)
+				return false
+			}
+			matched++
+			return false
 		}
 		var layer *Linear
 		switch m := mod.(type) {
@@ -147,6 +171,11 @@ func (c *Config) fillDefaults() {
 	if c.AlphaPattern.Values == nil {
 		c.AlphaPattern.Values = map[string]float64{}
 	}
+}
+
+func isEmbedding(m nn.Module) bool {
+	_, ok := m.(*Embedding)
+	return ok
 }
 
 // targets is PEFT's check_target_module_exists for a module path.
