@@ -1,0 +1,109 @@
+// Package train is the library's training side: optimizers over a model's
+// trainable parameters (and, as it grows, the Trainer loop).
+package train
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/nn"
+)
+
+// AdamWConfig holds AdamW's hyper-parameters (PyTorch's defaults when zero:
+// betas 0.9/0.999, eps 1e-8, weight decay 0.01).
+type AdamWConfig struct {
+	LR          float64
+	Beta1       float64
+	Beta2       float64
+	Eps         float64
+	WeightDecay float64
+}
+
+// AdamW is torch.optim.AdamW (decoupled weight decay), computed with the
+// same update order as PyTorch's single-tensor implementation. Its moment
+// estimates live in C memory: call Free when done.
+type AdamW struct {
+	cfg    AdamWConfig
+	params []nn.NamedParam
+	m, v   []*tensor.T
+	step   int
+}
+
+// NewAdamW makes an optimizer over params (typically model.TrainableParams()).
+func NewAdamW(params []nn.NamedParam, cfg AdamWConfig) *AdamW {
+	if cfg.Beta1 == 0 {
+		cfg.Beta1 = 0.9
+	}
+	if cfg.Beta2 == 0 {
+		cfg.Beta2 = 0.999
+	}
+	if cfg.Eps == 0 {
+		cfg.Eps = 1e-8
+	}
+	return &AdamW{cfg: cfg, params: params, m: make([]*tensor.T, len(params)), v: make([]*tensor.T, len(params))}
+}
+
+// Steps is the number of updates made.
+func (o *AdamW) Steps() int { return o.step }
+
+// SetLR changes the learning rate (for schedules).
+func (o *AdamW) SetLR(lr float64) { o.cfg.LR = lr }
+
+// Step updates every parameter that has a gradient.
+func (o *AdamW) Step() error {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	o.step++
+	c := o.cfg
+	bc1 := 1 - math.Pow(c.Beta1, float64(o.step))
+	bc2 := 1 - math.Pow(c.Beta2, float64(o.step))
+	stepSize := c.LR / bc1
+	for i, np := range o.params {
+		p := np.Param.T()
+		g := s.Grad(p)
+		if g == nil {
+			continue
+		}
+		if o.m[i] == nil {
+			o.m[i] = s.Keep(s.Zeros(p.DType(), p.Shape()...))
+			o.v[i] = s.Keep(s.Zeros(p.DType(), p.Shape()...))
+		}
+		m, v := o.m[i], o.v[i]
+		s.MulScalar_(p, 1-c.LR*c.WeightDecay)
+		s.MulScalar_(m, c.Beta1)
+		s.Add_(m, s.MulScalar(g, 1-c.Beta1))
+		s.MulScalar_(v, c.Beta2)
+		s.Addcmul_(v, s.MulScalar(g, 1-c.Beta2), g)
+		denom := s.DivScalar(s.Sqrt(v), math.Sqrt(bc2))
+		s.AddScalar_(denom, c.Eps)
+		s.Addcdiv_(p, s.MulScalar(m, -stepSize), denom)
+		if err := s.Err(); err != nil {
+			return fmt.Errorf("adamw: %s: %w", np.Name, err)
+		}
+		s.FreeAll()
+	}
+	return s.Err()
+}
+
+// ZeroGrad zeroes the gradients of the optimizer's parameters.
+func (o *AdamW) ZeroGrad() error {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	for _, np := range o.params {
+		if g := s.Grad(np.Param.T()); g != nil {
+			s.Zero(g)
+		}
+		s.FreeAll()
+	}
+	return s.Err()
+}
+
+// Free releases the moment estimates.
+func (o *AdamW) Free() {
+	for i := range o.m {
+		o.m[i].Free()
+		o.v[i].Free()
+		o.m[i], o.v[i] = nil, nil
+	}
+}
