@@ -58,3 +58,35 @@ func (s *Scope) Addcdiv_(a, b, c *T) {
 	s.freeSlot()
 	s.check("addcdiv_")
 }
+
+// Mark returns a position in the scope's list of owned tensors, for
+// FreeSince.
+func (s *Scope) Mark() int { return len(s.owned) }
+
+// FreeSince frees every tensor the scope took ownership of after mark,
+// except keep: a loop over layers frees each layer's intermediates once its
+// output exists (autograd keeps what backward needs alive in C++).
+func (s *Scope) FreeSince(mark int, keep ...*T) {
+	if mark > len(s.owned) {
+		return
+	}
+	kept := s.owned[:mark]
+	for _, t := range s.owned[mark:] {
+		hold := false
+		for _, k := range keep {
+			if t == k {
+				hold = true
+				break
+			}
+		}
+		if hold {
+			kept = append(kept, t)
+		} else {
+			t.Free()
+		}
+	}
+	for i := len(kept); i < len(s.owned); i++ {
+		s.owned[i] = nil
+	}
+	s.owned = kept
+}

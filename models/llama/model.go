@@ -299,10 +299,13 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		if cache != nil {
 			newKV = &cache.Layers[i]
 		}
+		mark := s.Mark()
 		x = layer.forward(s, cfg, x, cos, sin, mask, pastKV, prefix, newKV)
 		if s.Err() != nil {
 			return &models.Output{}
 		}
+		s.FreeSince(mark, x) // the layer's intermediates: peak memory stays one layer deep
+
 	}
 	x = m.Model.Norm.Forward(s, x)
 	logits := m.LMHead.Forward(s, x)
