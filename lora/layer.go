@@ -28,6 +28,8 @@ type Linear struct {
 	merged   []string
 	// doraFactor keeps m/‖W+ΔW‖ of a merged DoRA adapter, for unmerge.
 	doraFactor map[string]*tensor.T
+	// rows is the per-row adapter assignment during a mixed-batch forward.
+	rows []string
 }
 
 // Magnitude is DoRA's learned per-output-row magnitude (PEFT's
@@ -152,6 +154,9 @@ func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 	y := l.Base.Forward(s, x)
 	if l.disabled || len(l.merged) > 0 {
 		return y
+	}
+	if l.rows != nil { // inside peft.Model.ForwardMixed
+		return l.mixedForward(s, x, y, l.rows)
 	}
 	for _, name := range l.active {
 		if _, ok := l.A.Get(name); !ok {

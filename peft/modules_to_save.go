@@ -18,12 +18,16 @@ type ModulesToSave struct {
 
 	active   []string
 	disabled bool
+	rows     []string // per-row adapters during a mixed-batch forward
 }
 
 func (w *ModulesToSave) TypeName() string { return "ModulesToSaveWrapper" }
 
 // Forward implements nn.Layer.
 func (w *ModulesToSave) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
+	if !w.disabled && w.rows != nil {
+		return w.mixedForward(s, x)
+	}
 	if !w.disabled && len(w.active) > 0 {
 		if c, ok := w.Copies.Get(w.active[0]); ok {
 			return c.(nn.Layer).Forward(s, x)

@@ -624,3 +624,67 @@ func (s *Scope) Uniform(dt DType, lo, hi float64, shape ...int64) *T {
 func (s *Scope) RowNorm(w *T) *T {
 	return s.Sqrt(s.Sum(s.Mul(w, w), false, 1))
 }
+
+// ---- indexing and decompositions (mixed-batch LoRA, weighted adapters) -------
+
+// results collects an op's n outputs from slots 0..n-1 (ops with several
+// outputs, such as SVD). On error every element is nil.
+func (s *Scope) results(op string, n int) []*T {
+	out := make([]*T, n)
+	if err := lastErr(); err != nil {
+		for i := 0; i < n; i++ {
+			s.out[i] = nil
+		}
+		if s.err == nil {
+			s.err = fmt.Errorf("%s: %w", op, err)
+		}
+		return out
+	}
+	for i := 0; i < n; i++ {
+		c := s.out[i]
+		s.out[i] = nil
+		if c == nil {
+			s.Failf("%s: libtorch returned no tensor for output %d", op, i)
+			continue
+		}
+		out[i] = &T{c: c}
+		s.owned = append(s.owned, out[i])
+	}
+	if s.err != nil {
+		return make([]*T, n)
+	}
+	return out
+}
+
+// IndexSelect picks the entries of dimension d at the int64 positions idx.
+func (s *Scope) IndexSelect(t *T, d int64, idx *T) *T {
+	if !s.ok(t, idx) {
+		return nil
+	}
+	lib.AtgIndexSelect(s.ptr(), t.c, d, idx.c)
+	return s.result("index_select")
+}
+
+// IndexAdd returns a copy of t with src added at positions idx of dimension
+// d (out-of-place index_add; autograd flows to both t and src).
+func (s *Scope) IndexAdd(t *T, d int64, idx, src *T) *T {
+	if !s.ok(t, idx, src) {
+		return nil
+	}
+	lib.AtgIndexAdd(s.ptr(), t.c, d, idx.c, src.c)
+	return s.result("index_add")
+}
+
+// SVD is the reduced singular value decomposition of a 2-D tensor
+// a [m, n] = u·diag(sv)·vh with u [m, k], sv [k] (descending), vh [k, n],
+// k = min(m, n).
+func (s *Scope) SVD(a *T) (u, sv, vh *T) {
+	if !s.ok(a) {
+		return nil, nil, nil
+	}
+	// torch::svd (some=true) returns V, not Vᴴ; linalg_svd's driver argument
+	// cannot be left unset through libtch, and a set driver is CUDA-only.
+	lib.AtgSvd(s.ptr(), a.c, 1, 1)
+	r := s.results("svd", 3)
+	return r[0], r[1], s.Transpose(r[2], 0, 1)
+}
