@@ -23,8 +23,12 @@ const (
 // (HF's PeftModel). Its module tree is PEFT's: base_model.model.<HF path>,
 // so parameter names equal PEFT's in-memory names
 // (base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight).
+// Prompt-learning methods (prompt tuning, P-tuning, prefix tuning) leave
+// the layers alone and keep one prompt encoder per adapter in
+// PromptEncoder (prompt_encoder.default.embedding.weight, …).
 type Model struct {
-	BaseModel *TunerModel `nn:"base_model"`
+	BaseModel     *TunerModel    `nn:"base_model"`
+	PromptEncoder *nn.ModuleDict `nn:"prompt_encoder"` // nil unless the method is prompt learning
 
 	configs  map[string]Config
 	names    []string // adapter names in insertion order
@@ -101,6 +105,12 @@ func (m *Model) ActiveAdapter() string { return m.active }
 // AddAdapter injects a second (third, …) adapter of the same method. It is
 // not active and its parameters are frozen until SetAdapter.
 func (m *Model) AddAdapter(name string, cfg Config) error {
+	return m.addAdapter(name, cfg, false)
+}
+
+// addAdapter adds an adapter; inference builds a prompt-learning adapter in
+// the form saved adapters load into (its prompt_embeddings table only).
+func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 	if name == "" || strings.Contains(name, ".") {
 		return fmt.Errorf("peft: adapter name %q must be non-empty and without dots", name)
 	}
@@ -110,12 +120,23 @@ func (m *Model) AddAdapter(name string, cfg Config) error {
 	if m.BaseModel.kind != cfg.PeftType() {
 		return fmt.Errorf("peft: cannot add a %s adapter to a %s model (one method per model)", cfg.PeftType(), m.BaseModel.kind)
 	}
+	if err := m.checkSelective(name, cfg); err != nil {
+		return err
+	}
 	if b, ok := cfg.(BiasConfig); ok && b.BiasMode() != "none" {
 		for n, c := range m.configs {
 			if ob, ok := c.(BiasConfig); ok && ob.BiasMode() != "none" {
 				return fmt.Errorf("peft: adapter %q already trains biases (bias=%q); only one adapter may have bias != \"none\"", n, ob.BiasMode())
 			}
 		}
+	}
+	if pc, ok := cfg.(PromptConfig); ok {
+		if err := m.addPromptAdapter(name, pc, inference); err != nil {
+			return err
+		}
+		m.configs[name] = cfg
+		m.names = append(m.names, name)
+		return nil
 	}
 	base := m.BaseModel.Model
 	if err := cfg.Inject(base, name); err != nil {
@@ -157,12 +178,16 @@ func (m *Model) SetAdapter(name string) error {
 			}
 		}
 	}
+	if err := m.setPromptTrainable(name); err != nil {
+		return err
+	}
 	return m.applyBias(cfg, true)
 }
 
 // DisableAdapters runs the base model alone until the returned restore
 // function is called (HF's `with model.disable_adapter():`). Biases trained
-// with bias="all"/"lora_only" stay, as in PEFT.
+// with bias="all"/"lora_only" stay, as in PEFT; prompt-learning adapters
+// inject nothing.
 func (m *Model) DisableAdapters() (restore func()) {
 	prev := m.disabled
 	m.setDisabled(true)
@@ -210,6 +235,7 @@ func (m *Model) dropAdapter(name string) {
 			_, _ = nn.Replace(base, pt.path, pt.tuner.BaseLayer())
 		}
 	}
+	m.dropPromptEncoder(name)
 	delete(m.configs, name)
 	for i, n := range m.names {
 		if n == name {
@@ -221,13 +247,19 @@ func (m *Model) dropAdapter(name string) {
 
 // Merge folds the active adapter (or the named ones) into the base weights;
 // the adapters stay and can be unmerged. safe refuses non-finite results.
+// Prompt-learning adapters cannot be merged: the error wraps
+// ErrNotMergeable.
 func (m *Model) Merge(safe bool, names ...string) error {
 	if len(names) == 0 {
 		names = activeList(m.active)
 	}
 	for _, n := range names {
-		if _, ok := m.configs[n]; !ok {
+		cfg, ok := m.configs[n]
+		if !ok {
 			return fmt.Errorf("peft: no adapter %q to merge", n)
+		}
+		if _, isPrompt := cfg.(PromptConfig); isPrompt {
+			return notMergeable(n, cfg)
 		}
 	}
 	for _, pt := range tuners(m.BaseModel.Model) {
@@ -262,7 +294,8 @@ type Unloader interface {
 
 // MergeAndUnload merges the active adapter and returns the plain base model
 // with every Tuner replaced by its (merged) base layer. m must not be used
-// afterwards.
+// afterwards. For prompt-learning adapters it returns an error wrapping
+// ErrNotMergeable and leaves m as it was.
 func (m *Model) MergeAndUnload() (models.CausalLM, error) {
 	if err := m.Merge(false); err != nil {
 		return nil, err
@@ -270,7 +303,8 @@ func (m *Model) MergeAndUnload() (models.CausalLM, error) {
 	return m.unload()
 }
 
-// Unload returns the base model without the adapters (nothing merged).
+// Unload returns the base model without the adapters (nothing merged;
+// prompt encoders are freed).
 func (m *Model) Unload() (models.CausalLM, error) {
 	if err := m.Unmerge(); err != nil {
 		return nil, err
@@ -289,6 +323,10 @@ func (m *Model) unload() (models.CausalLM, error) {
 			return nil, err
 		}
 	}
+	if m.PromptEncoder != nil {
+		nn.FreeParams(m.PromptEncoder)
+		m.PromptEncoder = nil
+	}
 	m.configs, m.names, m.active = map[string]Config{}, nil, ""
 	return base, nil
 }
@@ -300,14 +338,34 @@ func (m *Model) TrainableParams() []nn.NamedParam { return nn.TrainableParams(m)
 // "trainable params: … || all params: … || trainable%: …".
 func (m *Model) PrintTrainableParameters() { fmt.Println(TrainableSummary(m)) }
 
-// ForwardT runs the wrapped model in scope s.
+// ForwardT runs the wrapped model in scope s. With a prompt-learning
+// adapter active, the batch first gets its virtual tokens (see
+// promptBatch): prompt tuning / P-tuning logits have P extra leading
+// positions, as in PEFT; a first call with UseCache puts the virtual tokens
+// into the cache, and later calls with that cache inject nothing more.
+// Attention masks always cover the caller's tokens only.
 func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
+	if pc, enc := m.activePrompt(); pc != nil {
+		b = m.promptBatch(s, pc, enc, b)
+		if s.Err() != nil {
+			return &models.Output{}
+		}
+	}
 	return m.BaseModel.Model.ForwardT(s, b)
 }
 
 // Forward runs the wrapped model (public entry point).
 func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
-	return m.BaseModel.Model.Forward(in)
+	if pc, _ := m.activePrompt(); pc == nil {
+		return m.BaseModel.Model.Forward(in)
+	}
+	s := tensor.NewScope()
+	defer s.Close()
+	out := m.ForwardT(s, models.BatchOf(s, in))
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("peft: forward: %w", err)
+	}
+	return models.Public(s, out), nil
 }
 
 // applyBias makes biases trainable per cfg's bias policy.
@@ -327,6 +385,9 @@ func (m *Model) applyBias(cfg Config, on bool) error {
 // biasParams lists the biases cfg's bias policy trains and saves, under
 // their in-memory names relative to the wrapped model.
 func (m *Model) biasParams(cfg Config) []nn.NamedParam {
+	if sc, ok := cfg.(SelectiveConfig); ok { // BitFit, freeze tuning (hooks.go)
+		return SelectedParams(m.BaseModel.Model, sc)
+	}
 	b, ok := cfg.(BiasConfig)
 	if !ok || b.BiasMode() == "none" || b.BiasMode() == "" {
 		return nil

@@ -36,9 +36,21 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if !ok {
 		return fmt.Errorf("peft: no adapter %q to save", name)
 	}
-	state, err := m.AdapterStateDict(name)
-	if err != nil {
-		return err
+	var state []nn.NamedParam
+	if _, isPrompt := cfg.(PromptConfig); isPrompt {
+		p, owned, err := m.promptEmbeddings(name)
+		if err != nil {
+			return err
+		}
+		if owned {
+			defer p.Free()
+		}
+		state = []nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}
+	} else {
+		var err error
+		if state, err = m.AdapterStateDict(name); err != nil {
+			return err
+		}
 	}
 	tensors, err := nn.StateTensors(state, "")
 	if err != nil {
@@ -58,11 +70,22 @@ func (m *Model) SaveAdapter(dir, name string) error {
 }
 
 // AdapterStateDict lists what PEFT saves for adapter name, under the file's
-// keys (base_model.model.<path>.<local name>, adapter name removed).
+// keys (base_model.model.<path>.<local name>, adapter name removed). For a
+// prompt-learning adapter it is the one tensor prompt_embeddings: the
+// adapter's table, or — when an encoder network computes it (P-tuning,
+// prefix projection) — a computed copy that the caller owns and frees
+// with Param.Free.
 func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
 	cfg, ok := m.configs[name]
 	if !ok {
 		return nil, fmt.Errorf("peft: no adapter %q", name)
+	}
+	if _, isPrompt := cfg.(PromptConfig); isPrompt {
+		p, _, err := m.promptEmbeddings(name)
+		if err != nil {
+			return nil, err
+		}
+		return []nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, nil
 	}
 	var out []nn.NamedParam
 	seen := map[string]bool{}
@@ -78,7 +101,7 @@ func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
 		}
 	}
 	for _, np := range m.biasParams(cfg) {
-		add(KeyPrefix+np.Name, np.Param)
+		add(stateKeyPrefix(cfg)+np.Name, np.Param)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -87,7 +110,9 @@ func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
 // LoadOptions controls Load and LoadAdapter.
 type LoadOptions struct {
 	// Trainable keeps the loaded adapter trainable (PEFT's is_trainable);
-	// by default it is loaded for inference, frozen.
+	// by default it is loaded for inference, frozen. A prompt-learning
+	// adapter then trains its saved prompt_embeddings table directly (PEFT
+	// refuses is_trainable for these: the encoder network is not saved).
 	Trainable bool
 }
 
@@ -129,7 +154,7 @@ func (m *Model) loadAdapter(dir, name string, cfg Config, opts ...LoadOptions) e
 		return fmt.Errorf("peft: %w", err)
 	}
 	defer set.Close()
-	if err := m.AddAdapter(name, cfg); err != nil {
+	if err := m.addAdapter(name, cfg, true); err != nil {
 		return err
 	}
 	if err := m.fill(set, path, name); err != nil {
@@ -144,6 +169,11 @@ func (m *Model) loadAdapter(dir, name string, cfg Config, opts ...LoadOptions) e
 	if !opt.Trainable {
 		for _, pt := range tuners(m.BaseModel.Model) {
 			if err := pt.tuner.SetTrainable(name, false); err != nil {
+				return err
+			}
+		}
+		if enc, ok := m.promptEncoder(name); ok {
+			if err := nn.Freeze(enc); err != nil {
 				return err
 			}
 		}

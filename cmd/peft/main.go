@@ -28,6 +28,8 @@ import (
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	_ "github.com/gopeft/peft/prefix" // registers PREFIX_TUNING
+	_ "github.com/gopeft/peft/prompt" // registers PROMPT_TUNING and P_TUNING
 	"github.com/gopeft/peft/safetensors"
 )
 
