@@ -118,7 +118,7 @@ func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
 			return fmt.Errorf("%s: missing tensor %q", setName(set), key)
 		}
 		used[key] = true
-		if want := np.Param.Shape(); !sameShape(want, info.Shape) {
+		if want := np.Param.Shape(); !SameShape(want, info.Shape) {
 			return fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", f.Path(), key, info.Shape, want)
 		}
 		src, ok := DTypeOf(info.DType)
@@ -207,7 +207,8 @@ func isFloat(d tensor.DType) bool {
 	return d == tensor.Float32 || d == tensor.Float16 || d == tensor.BFloat16 || d == tensor.Float64
 }
 
-func sameShape(a, b []int64) bool {
+// SameShape reports whether two shapes are equal.
+func SameShape(a, b []int64) bool {
 	if len(a) != len(b) {
 		return false
 	}

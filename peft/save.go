@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/gopeft/peft/internal/fsutil"
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
@@ -66,7 +67,7 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if err := safetensors.Write(filepath.Join(dir, WeightsName), tensors, map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("peft: %w", err)
 	}
-	return writeAtomic(filepath.Join(dir, ConfigName), append(js, '\n'))
+	return fsutil.WriteFileAtomic(filepath.Join(dir, ConfigName), append(js, '\n'))
 }
 
 // AdapterStateDict lists what PEFT saves for adapter name, under the file's
@@ -205,7 +206,7 @@ func (m *Model) fill(set *safetensors.Set, path, name string) error {
 		if !ok {
 			return fmt.Errorf("peft: %s: missing tensor %q", path, np.Name)
 		}
-		if !sameShape(info.Shape, np.Param.Shape()) {
+		if !nn.SameShape(info.Shape, np.Param.Shape()) {
 			return fmt.Errorf("peft: %s: tensor %q has shape %v, the model expects %v (adapter made for another model?)", path, np.Name, info.Shape, np.Param.Shape())
 		}
 		plan[np.Name] = np.Param
@@ -219,7 +220,7 @@ func (m *Model) fill(set *safetensors.Set, path, name string) error {
 			return fmt.Errorf("peft: %s: unexpected tensor %q (no such module or adapter parameter)", path, key)
 		}
 		info, _, _ := set.Info(key)
-		if !sameShape(info.Shape, p.Shape()) {
+		if !nn.SameShape(info.Shape, p.Shape()) {
 			return fmt.Errorf("peft: %s: tensor %q has shape %v, the model expects %v", path, key, info.Shape, p.Shape())
 		}
 		plan[key] = p
@@ -235,38 +236,4 @@ func (m *Model) fill(set *safetensors.Set, path, name string) error {
 		s.FreeAll()
 	}
 	return s.Err()
-}
-
-func sameShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("peft: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("peft: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("peft: write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("peft: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("peft: write %s: %w", path, err)
-	}
-	return nil
 }

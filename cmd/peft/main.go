@@ -117,7 +117,7 @@ func logits(args []string, stderr io.Writer) error {
 	if b.AttentionMask, err = readIDs(s, in, "attention_mask", false); err != nil {
 		return err
 	}
-	if b.AttentionMask != nil && !equalShape(b.AttentionMask.Shape(), b.InputIDs.Shape()) {
+	if b.AttentionMask != nil && !nn.SameShape(b.AttentionMask.Shape(), b.InputIDs.Shape()) {
 		return fmt.Errorf("%s: attention_mask has shape %v, input_ids %v", *input, b.AttentionMask.Shape(), b.InputIDs.Shape())
 	}
 	res := m.ForwardT(s, b)
@@ -270,16 +270,4 @@ func loadModel(dir string) (models.CausalLM, error) {
 		return llama.Load(dir)
 	}
 	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, mistral)", path, head.ModelType)
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/gopeft/peft/internal/fsutil"
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
@@ -446,38 +447,16 @@ func (m *Model) Save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("llama: save config: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, "config.json"), append(cfg, '\n')); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, "config.json"), append(cfg, '\n')); err != nil {
 		return err
 	}
 	if m.GenerationConfig != nil {
-		if err := writeFileAtomic(filepath.Join(dir, "generation_config.json"), m.GenerationConfig); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(dir, "generation_config.json"), m.GenerationConfig); err != nil {
 			return err
 		}
 	}
 	if err := nn.SaveState(m, filepath.Join(dir, "model.safetensors"), map[string]string{"format": "pt"}); err != nil {
 		return fmt.Errorf("llama: save: %w", err)
-	}
-	return nil
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("llama: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("llama: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("llama: write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("llama: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("llama: write %s: %w", path, err)
 	}
 	return nil
 }
