@@ -1,0 +1,247 @@
+// Package adapter is bottleneck adapters (Houlsby et al. 2019, Pfeiffer et
+// al. 2020; AdapterHub's BnConfig): a small module — down-projection to
+// k = hidden/reduction_factor, a non-linearity, up-projection back, and a
+// residual skip — placed after the attention output projection
+// (mh_adapter) and/or after the feed-forward output projection
+// (output_adapter), before the layer's residual add. The up-projection
+// starts at zero (init_weights "mam_adapter"), so a freshly wrapped model
+// computes exactly what the base model does.
+//
+// In the seed notes' taxonomy these are additive methods (adapters): each
+// adds 2·h·k + h + k parameters per placement (with Houlsby's trained
+// LayerNorms, 0.5–8% of a model in the paper's settings) and cannot be
+// merged — Merge and MergeAndUnload return an error wrapping
+// peft.ErrNotMergeable, because the adapter is a non-linear module, not a
+// weight delta.
+//
+//	model, err := adapter.Wrap(base, adapter.Houlsby())   // after attention and FFN, swish, LayerNorms trained
+//	model, err := adapter.Wrap(base, adapter.Pfeiffer())  // after the FFN only, relu
+//
+// Like the other methods, an adapter is a layer that wraps a module of
+// the model (adapter.Layer around o_proj / down_proj; BLOOM's
+// self_attention.dense / mlp.dense_4h_to_h).
+//
+// # Save format
+//
+// Model.Save writes this library's format, shaped like PEFT's:
+// adapter_config.json holds "peft_type": "BOTTLENECK", "task_type",
+// AdapterHub's BnConfig fields ("mh_adapter", "output_adapter",
+// "reduction_factor", "non_linearity", "init_weights", "scaling",
+// "leave_out", "dropout") and this package's "train_layer_norms",
+// "mh_adapter_modules", "output_adapter_modules", "modules_to_save",
+// "base_model_name_or_path", "revision", "inference_mode" (sorted keys,
+// indent 2). adapter_model.safetensors holds, for each wrapped projection
+// P, AdapterHub's four tensors under PEFT-style keys
+//
+//	base_model.model.<P>.adapter_down.0.weight   [k, h]
+//	base_model.model.<P>.adapter_down.0.bias     [k]
+//	base_model.model.<P>.adapter_up.weight       [h, k]
+//	base_model.model.<P>.adapter_up.bias         [h]
+//
+// (in memory they are <P>.adapters.<adapter name>.…), plus the trained
+// LayerNorm copies under the norms' own keys
+// (base_model.model.model.layers.0.input_layernorm.weight), as PEFT saves
+// modules_to_save. peft.Load reads it back.
+//
+// SaveAdapterHub and LoadAdapterHub write and read AdapterHub's own layout
+// (adapter_config.json with a "config" object, adapter.safetensors with
+// <layer>.attention_adapters.adapters.<name>.… and
+// <layer>.output_adapters.adapters.<name>.… keys) for the configurations
+// both compute the same way.
+package adapter
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/peft"
+)
+
+func init() { peft.Register(PeftType, Decode) }
+
+// Wrap freezes base and adds cfg as adapter "default".
+func Wrap(base models.CausalLM, cfg *Config) (*peft.Model, error) {
+	return peft.New(base, cfg)
+}
+
+// DefaultModules are the projections each placement wraps, per model_type:
+// the attention output projection (mh_adapter) and the feed-forward output
+// projection (output_adapter).
+var DefaultModules = map[string][2][]string{
+	"llama":   {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"mistral": {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"qwen2":   {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"bloom":   {{"self_attention.dense"}, {"mlp.dense_4h_to_h"}},
+	"gpt2":    {{"attn.c_proj"}, {"mlp.c_proj"}},
+}
+
+// Placement names an adapter's position, as AdapterHub names the module
+// that holds it.
+const (
+	AttentionAdapters = "attention_adapters" // mh_adapter
+	OutputAdapters    = "output_adapters"    // output_adapter
+)
+
+// Inject implements peft.Config: wraps every chosen projection in an
+// adapter.Layer (or adds the adapter to one already there). Unset module
+// lists take DefaultModules for the model type; the filled-in lists are
+// what Save writes.
+func (c *Config) Inject(model nn.Module, name string) error {
+	c.fillDefaults()
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("adapter: %w", err)
+	}
+	mt := ""
+	if t, ok := model.(interface{ ModelType() string }); ok {
+		mt = t.ModelType()
+	}
+	def, hasDef := DefaultModules[mt]
+	if c.MhAdapter && c.MhAdapterModules == nil {
+		if !hasDef {
+			return fmt.Errorf("adapter: no mh_adapter_modules given and no default for model_type %q", mt)
+		}
+		c.MhAdapterModules = def[0]
+	}
+	if c.OutputAdapter && c.OutputAdapterModules == nil {
+		if !hasDef {
+			return fmt.Errorf("adapter: no output_adapter_modules given and no default for model_type %q", mt)
+		}
+		c.OutputAdapterModules = def[1]
+	}
+	var places [][]string
+	if c.MhAdapter {
+		places = append(places, c.MhAdapterModules)
+	}
+	if c.OutputAdapter {
+		places = append(places, c.OutputAdapterModules)
+	}
+	leave := map[int]bool{}
+	for _, l := range c.LeaveOut {
+		leave[l] = true
+	}
+	type target struct {
+		path  string
+		layer nn.Layer
+	}
+	var targets []target
+	for _, path := range nn.Paths(model) {
+		hit := false
+		for _, list := range places {
+			for _, n := range list {
+				hit = hit || path == n || strings.HasSuffix(path, "."+n)
+			}
+		}
+		if !hit {
+			continue
+		}
+		if idx, ok := layerIndex(path); ok && leave[idx] {
+			continue
+		}
+		mod, _ := nn.Get(model, path)
+		var layer nn.Layer
+		switch m := mod.(type) {
+		case *Layer:
+			layer = m
+		case *nn.Linear, *nn.Conv1D:
+			layer = m.(nn.Layer)
+		default:
+			return fmt.Errorf("adapter: module %q is a %s; adapters wrap Linear and Conv1D output projections", path, nn.TypeName(mod))
+		}
+		targets = append(targets, target{path, layer})
+	}
+	if len(targets) == 0 {
+		return fmt.Errorf("adapter: mh_adapter_modules %q / output_adapter_modules %q matched no module", c.MhAdapterModules, c.OutputAdapterModules)
+	}
+	for _, t := range targets {
+		l, ok := t.layer.(*Layer)
+		if !ok {
+			l = &Layer{Base: t.layer, Bottlenecks: nn.NewModuleDict()}
+			if _, err := nn.Replace(model, t.path, l); err != nil {
+				return err
+			}
+		}
+		if _, dup := l.bottleneck(name); dup {
+			return fmt.Errorf("adapter: %q already has an adapter %q", t.path, name)
+		}
+		d := outWidth(l.Base)
+		k := int64(float64(d) / c.ReductionFactor)
+		if k < 1 {
+			k = 1
+		}
+		b, err := newBottleneck(d, k, c)
+		if err != nil {
+			return fmt.Errorf("adapter: %s: %w", t.path, err)
+		}
+		l.Bottlenecks.Set(name, b)
+	}
+	c.norms = nil
+	if c.TrainLayerNorms {
+		c.norms = layerNorms(model)
+		if len(c.norms) == 0 {
+			return fmt.Errorf("adapter: train_layer_norms: the model's layers have no LayerNorm/RMSNorm")
+		}
+	}
+	return nil
+}
+
+// outWidth is a projection's output width (the hidden size it returns to).
+func outWidth(l nn.Layer) int64 {
+	switch b := l.(type) {
+	case *nn.Linear:
+		return b.OutFeatures()
+	case *nn.Conv1D:
+		return b.Weight.Shape()[1]
+	}
+	return 0
+}
+
+// layerIndex is the first numeric path component that follows another
+// component (model.layers.3.… → 3).
+func layerIndex(path string) (int, bool) {
+	parts := strings.Split(path, ".")
+	for i := 1; i < len(parts); i++ {
+		if n, err := strconv.Atoi(parts[i]); err == nil {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+// layerNorms names the norm modules inside the decoder layers by their
+// last path component (input_layernorm, post_attention_layernorm).
+func layerNorms(model nn.Module) []string {
+	seen := map[string]bool{}
+	_ = nn.Walk(model, func(path string, m nn.Module) error {
+		inWrapper := strings.Contains(path, ".original_module") || strings.Contains(path, ".modules_to_save.")
+		if w, ok := m.(*peft.ModulesToSave); ok { // a second adapter finds them wrapped
+			m = w.Original
+		}
+		switch m.(type) {
+		case *nn.LayerNorm, *nn.RMSNorm:
+			if _, ok := layerIndex(path); ok && !inWrapper {
+				seen[path[strings.LastIndex(path, ".")+1:]] = true
+			}
+		}
+		return nil
+	})
+	out := make([]string, 0, len(seen))
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// placementOf says where the wrapped projection at path sits.
+func (c *Config) placementOf(path string) string {
+	for _, n := range c.MhAdapterModules {
+		if path == n || strings.HasSuffix(path, "."+n) {
+			return AttentionAdapters
+		}
+	}
+	return OutputAdapters
+}
