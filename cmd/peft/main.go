@@ -22,9 +22,14 @@ import (
 	"os"
 	"path/filepath"
 
+	_ "github.com/gopeft/peft/adapter" // registers BOTTLENECK
+	_ "github.com/gopeft/peft/bitfit"  // registers BITFIT
+	_ "github.com/gopeft/peft/freeze"  // registers FREEZE
+	_ "github.com/gopeft/peft/ia3"     // registers IA3
 	"github.com/gopeft/peft/internal/tensor"
 	_ "github.com/gopeft/peft/lora" // registers LORA with peft.Load
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
@@ -42,6 +47,8 @@ commands:
            merge the first adapter into the model and write a HF checkpoint
   inspect  [--model DIR] DIR
            print an adapter's config and trainable-parameter line, or a model's size
+  tokenize --tokenizer PATH/tokenizer.json [--add-special-tokens]
+           read one JSON string per line on stdin, write one JSON array of token ids per line
 `
 
 func main() {
@@ -63,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return merge(args[1:], stdout, stderr)
 	case "inspect":
 		return inspect(args[1:], stdout, stderr)
+	case "tokenize":
+		return tokenize(args[1:], stdout, os.Stdin, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -268,6 +277,8 @@ func loadModel(dir string) (models.CausalLM, error) {
 	switch head.ModelType {
 	case "llama", "qwen2", "mistral":
 		return llama.Load(dir)
+	case "bloom":
+		return bloom.Load(dir)
 	}
-	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, mistral)", path, head.ModelType)
+	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, mistral, bloom)", path, head.ModelType)
 }
