@@ -19,7 +19,9 @@
 //
 // Like the other methods, an adapter is a layer that wraps a module of
 // the model (adapter.Layer around o_proj / down_proj; BLOOM's
-// self_attention.dense / mlp.dense_4h_to_h).
+// self_attention.dense / mlp.dense_4h_to_h; BERT's attention.output.dense
+// / layer.N.output.dense, before the post-LayerNorm residual, as
+// AdapterHub places them in BertSelfOutput / BertOutput).
 //
 // # Save format
 //
@@ -77,6 +79,29 @@ var DefaultModules = map[string][2][]string{
 	"qwen2":   {{"self_attn.o_proj"}, {"mlp.down_proj"}},
 	"bloom":   {{"self_attention.dense"}, {"mlp.dense_4h_to_h"}},
 	"gpt2":    {{"attn.c_proj"}, {"mlp.c_proj"}},
+	// BERT's feed-forward output is layer.N.output.dense; "output.dense"
+	// alone would also match attention.output.dense
+	"bert": {{"attention.output.dense"}, {"layer.*.output.dense"}},
+}
+
+// matchModule is PEFT's list matching of a module path against an entry
+// (the path itself or a "."-suffix of it), where a "*" component of the
+// entry matches any one path component.
+func matchModule(path, entry string) bool {
+	if !strings.Contains(entry, "*") {
+		return path == entry || strings.HasSuffix(path, "."+entry)
+	}
+	p, e := strings.Split(path, "."), strings.Split(entry, ".")
+	if len(e) > len(p) {
+		return false
+	}
+	p = p[len(p)-len(e):]
+	for i := range e {
+		if e[i] != "*" && e[i] != p[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Placement names an adapter's position, as AdapterHub names the module
@@ -132,7 +157,7 @@ func (c *Config) Inject(model nn.Module, name string) error {
 		hit := false
 		for _, list := range places {
 			for _, n := range list {
-				hit = hit || path == n || strings.HasSuffix(path, "."+n)
+				hit = hit || matchModule(path, n)
 			}
 		}
 		if !hit {
@@ -239,7 +264,7 @@ func layerNorms(model nn.Module) []string {
 // placementOf says where the wrapped projection at path sits.
 func (c *Config) placementOf(path string) string {
 	for _, n := range c.MhAdapterModules {
-		if path == n || strings.HasSuffix(path, "."+n) {
+		if matchModule(path, n) {
 			return AttentionAdapters
 		}
 	}

@@ -50,8 +50,9 @@ type Config struct {
 	// own copy, saved under the norm's HF name (PEFT's modules_to_save).
 	TrainLayerNorms bool `json:"train_layer_norms"`
 	// MhAdapterModules / OutputAdapterModules name the layers wrapped for
-	// each placement (PEFT's list matching: a path or a "."-suffix of it).
-	// Unset: DefaultModules for the model type.
+	// each placement (PEFT's list matching: a path or a "."-suffix of it;
+	// a "*" component matches any one component, as in BERT's
+	// "layer.*.output.dense"). Unset: DefaultModules for the model type.
 	MhAdapterModules     []string `json:"mh_adapter_modules"`
 	OutputAdapterModules []string `json:"output_adapter_modules"`
 	// ModulesToSave_ are further modules trained in full (PEFT's

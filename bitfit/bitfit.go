@@ -8,7 +8,9 @@
 // and needs no merge: the trained biases are the model's own, so
 // MergeAndUnload returns the model as it is. LLaMA-family models have no
 // biases at all (Qwen2 has q/k/v biases), so BitFit is for BLOOM-, GPT-2-
-// and BERT-style models.
+// and BERT-style models. With task type SEQ_CLS or TOKEN_CLS the
+// classifier head trains in full too and is saved with the biases, as in
+// the BitFit paper's GLUE experiments (examples/bert-bitfit).
 //
 //	model, err := bitfit.Wrap(base, &bitfit.Config{})                      // every bias
 //	model, err := bitfit.Wrap(base, &bitfit.Config{TargetModules: bitfit.List("query_key_value")})

@@ -10,7 +10,9 @@ import (
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/models/bloom"
+	"github.com/gopeft/peft/models/gpt2"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
@@ -95,18 +97,23 @@ func TestBiasParamsFromConfigMatchesRealModels(t *testing.T) {
 		}
 		return n
 	}
-	for _, name := range []string{"bloom-tiny", "llama-tiny"} {
+	for _, name := range []string{"bloom-tiny", "llama-tiny", "gpt2-tiny", "bert-tiny"} {
 		data, err := os.ReadFile(filepath.Join(fixtures(t), name, "config.json"))
 		require.NoError(t, err)
 		got, err := bitfit.BiasParamsFromConfig(data)
 		require.NoError(t, err)
 		var m nn.Module
-		if name == "bloom-tiny" {
+		switch name {
+		case "bloom-tiny":
 			m = loadBloom(t)
-		} else {
+		case "gpt2-tiny":
+			m, err = gpt2.Load(filepath.Join(fixtures(t), name))
+		case "bert-tiny":
+			m, err = bert.Load(filepath.Join(fixtures(t), name))
+		default:
 			m, err = llama.Load(filepath.Join(fixtures(t), name))
-			require.NoError(t, err)
 		}
+		require.NoError(t, err)
 		require.Equal(t, count(m), got, name)
 		nn.FreeParams(m)
 	}
@@ -134,6 +141,10 @@ func TestBiasParamsFromConfigMatchesRealModels(t *testing.T) {
 	got, err = bitfit.BiasParamsFromConfig([]byte(`{"model_type":"gpt2","n_embd":768,"n_layer":12,"n_head":12}`))
 	require.NoError(t, err)
 	require.EqualValues(t, 102_144, got)
+	// bert-base-uncased loaded for classification: encoder and pooler, the head not counted
+	got, err = bitfit.BiasParamsFromConfig([]byte(`{"model_type":"bert","hidden_size":768,"num_hidden_layers":12,"intermediate_size":3072,"architectures":["BertForMaskedLM"]}`))
+	require.NoError(t, err)
+	require.EqualValues(t, 102_912, got)
 
 	_, err = bitfit.BiasParamsFromConfig([]byte(`{"model_type":"bloom","n_layer":2}`))
 	require.ErrorContains(t, err, `"hidden_size"`)

@@ -6,9 +6,11 @@ import (
 
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/nn/quant"
 )
 
-// Linear is a LoRA layer around a base nn.Linear or GPT-2 nn.Conv1D:
+// Linear is a LoRA layer around a base nn.Linear, GPT-2 nn.Conv1D or 4-bit
+// quant.Linear (QLoRA, see quant.go):
 // y = base(x) + Σ_active B(A(dropout(x)))·scaling, with DoRA's magnitude
 // rescaling for adapters that use it. Its children are PEFT's
 // (base_layer, lora_dropout, lora_A, lora_B, lora_magnitude_vector), each
@@ -30,6 +32,9 @@ type Linear struct {
 	doraFactor map[string]*tensor.T
 	// rows is the per-row adapter assignment during a mixed-batch forward.
 	rows []string
+	// quantBase is the 4-bit base layer while a merge holds its
+	// dequantized copy in Base (quant.go).
+	quantBase *quant.Linear
 }
 
 // Magnitude is DoRA's learned per-output-row magnitude (PEFT's
@@ -72,6 +77,9 @@ func baseBias(base nn.Layer) *nn.Param {
 
 // inOut returns the layer's input and output widths.
 func (l *Linear) inOut() (int64, int64) {
+	if in, out, ok := quantInOut(l.Base); ok {
+		return in, out
+	}
 	w, fanInFanOut, _ := baseWeight(l.Base)
 	sh := w.Shape()
 	if fanInFanOut {
@@ -115,8 +123,7 @@ func (l *Linear) addAdapter(name string, r int, alpha float64, cfg *Config) erro
 		if l.Magnitude == nil {
 			l.Magnitude = nn.NewModuleDict()
 		}
-		w, _, _ := baseWeight(l.Base)
-		m := s.RowNorm(l.effectiveWeight(s, w.T(), name)) // with B = 0: ‖W‖ per row
+		m := s.RowNorm(l.effectiveWeight(s, l.baseWeightT(s), name)) // with B = 0: ‖W‖ per row
 		l.Magnitude.Set(name, &Magnitude{Weight: nn.NewParam(s.Keep(s.Detach(m)))})
 	}
 	return s.Err()
@@ -170,9 +177,9 @@ func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 			continue
 		}
 		// DoRA: y + (g-1)·(x W^T) + g·lora, g = m / stopgrad(‖W + ΔW‖_row)
-		w, t, _ := baseWeight(l.Base)
+		_, t, _ := baseWeight(l.Base)
 		ng := tensor.NoGradScope()
-		norm := ng.Keep(ng.RowNorm(l.effectiveWeight(ng, w.T(), name)))
+		norm := ng.Keep(ng.RowNorm(l.effectiveWeight(ng, l.baseWeightT(ng), name)))
 		err := ng.Err()
 		ng.Close()
 		if err != nil {
@@ -181,7 +188,7 @@ func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 		s.Track(norm)
 		mag, _ := l.Magnitude.Get(name)
 		g := s.Div(mag.(*Magnitude).Weight.T(), norm)
-		wt := w.T()
+		wt := l.baseWeightT(s)
 		if t {
 			wt = s.Transpose(wt, 0, 1)
 		}
@@ -194,6 +201,10 @@ func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 // Merge folds adapters into the base weight: W += ΔW (transposed for
 // Conv1D), or DoRA's W' = m/‖W+ΔW‖ ⊙ (W+ΔW).
 func (l *Linear) Merge(names []string, safe bool) error {
+	if err := l.dequantizeForMerge(names); err != nil { // 4-bit base: merge into a float copy
+		return err
+	}
+	defer l.restoreIfUnmerged()
 	w, t, err := baseWeight(l.Base)
 	if err != nil {
 		return err
@@ -240,6 +251,12 @@ func (l *Linear) Merge(names []string, safe bool) error {
 
 // Unmerge subtracts merged adapters, last merged first.
 func (l *Linear) Unmerge() error {
+	if l.restoreQuantBase() { // the untouched 4-bit layer comes back
+		return nil
+	}
+	if len(l.merged) == 0 {
+		return nil
+	}
 	w, t, err := baseWeight(l.Base)
 	if err != nil {
 		return err

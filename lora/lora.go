@@ -21,6 +21,7 @@ import (
 
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/nn/quant"
 	"github.com/gopeft/peft/peft"
 )
 
@@ -107,7 +108,7 @@ func (c *Config) Inject(model nn.Module, name string) error {
 		switch m := mod.(type) {
 		case *Linear:
 			layer = m
-		case *nn.Linear, *nn.Conv1D:
+		case *nn.Linear, *nn.Conv1D, *quant.Linear: // a 4-bit base makes it QLoRA
 			layer = newLinear(m.(nn.Layer))
 			if _, err := nn.Replace(model, path, layer); err != nil {
 				walkErr = err
@@ -256,7 +257,7 @@ func linearNames(model nn.Module) []string {
 	seen := map[string]bool{}
 	visit(model, "", func(path string, m nn.Module) bool {
 		switch m.(type) {
-		case *nn.Linear, *nn.Conv1D:
+		case *nn.Linear, *nn.Conv1D, *quant.Linear:
 			seen[path[strings.LastIndex(path, ".")+1:]] = true
 		}
 		return true

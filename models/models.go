@@ -1,12 +1,15 @@
 // Package models holds what every model family of the library shares: the
-// inputs and outputs of a forward pass, the key/value cache, and the
-// CausalLM interface that methods (prompt tuning, prefix tuning), training
-// and generation program against.
+// inputs and outputs of a forward pass, the key/value cache, and the Model
+// interface (with its decoder flavour CausalLM and its encoder flavour
+// Classifier) that methods (prompt tuning, prefix tuning), training and
+// generation program against.
 //
 // A forward pass takes one Inputs value (token ids or embeddings, attention
-// mask, position ids, KV cache, per-layer prefix key/values, labels) and
-// returns Outputs (logits, loss, new cache). Families live in sub-packages
-// (models/llama, …) and know nothing of PEFT.
+// mask, token type ids, position ids, KV cache, per-layer prefix
+// key/values, labels) and returns Outputs (logits, loss, new cache, and for
+// encoders the hidden states). Families live in sub-packages
+// (models/llama, models/bloom, models/gpt2, models/bert) and know nothing
+// of PEFT.
 package models
 
 import (
@@ -24,19 +27,22 @@ type Inputs struct {
 	InputIDs      *ts.Tensor // int64 [B, L]; or InputsEmbeds
 	InputsEmbeds  *ts.Tensor // [B, L, hidden], instead of InputIDs
 	AttentionMask *ts.Tensor // int64 [B, past+L]: 1 = attend, 0 = padding; nil = all ones
+	TokenTypeIDs  *ts.Tensor // int64 [B, L] segment ids (BERT; GPT-2 embeds them with wte); nil = zeros / none
 	PositionIDs   *ts.Tensor // int64 [B, L]; nil = past…past+L-1 as HF's forward()
 	PastKeyValues *Cache     // cache from an earlier call (extended in place when UseCache)
 	PrefixKV      []KV       // per-layer prefix keys/values [B or 1, kv_heads, P, head_dim]
-	Labels        *ts.Tensor // int64 [B, L]; -100 = ignore. Loss is the shifted mean cross-entropy
+	Labels        *ts.Tensor // causal LM: int64 [B, L], -100 = ignore (shifted mean cross-entropy); classifiers: see Classifier
 	UseCache      bool       // return the key/value cache
 }
 
 // Outputs is the public form of a forward pass's outputs; the caller owns
 // the tensors (and the cache when it was created by this call).
 type Outputs struct {
-	Logits        *ts.Tensor // float32 [B, L, vocab]
-	Loss          *ts.Tensor // scalar, when labels were given
-	PastKeyValues *Cache
+	Logits          *ts.Tensor // float32 [B, L, vocab]; classifiers: [B, num_labels] or [B, L, num_labels]
+	Loss            *ts.Tensor // scalar, when labels were given
+	PastKeyValues   *Cache
+	LastHiddenState *ts.Tensor // encoders without a head (feature extraction): [B, L, hidden]
+	PoolerOutput    *ts.Tensor // encoders without a head, when they have a pooler: [B, hidden]
 }
 
 // Batch is the internal form of Inputs (tensors of the op layer).
@@ -44,19 +50,25 @@ type Batch struct {
 	InputIDs      *tensor.T
 	InputsEmbeds  *tensor.T
 	AttentionMask *tensor.T
+	TokenTypeIDs  *tensor.T
 	PositionIDs   *tensor.T
 	PastKeyValues *Cache
 	PrefixKV      []KV
 	Labels        *tensor.T
 	UseCache      bool
+	// Checkpoint turns on activation checkpointing for this pass (nil:
+	// off); back-propagate with its Backward. See Checkpoint.
+	Checkpoint *Checkpoint
 }
 
 // Output is the internal form of Outputs; its tensors belong to the scope
 // the forward ran in.
 type Output struct {
-	Logits        *tensor.T
-	Loss          *tensor.T
-	PastKeyValues *Cache
+	Logits          *tensor.T
+	Loss            *tensor.T
+	PastKeyValues   *Cache
+	LastHiddenState *tensor.T
+	PoolerOutput    *tensor.T
 }
 
 // KV is one layer's keys and values, [B, kv_heads, T, head_dim].
@@ -90,8 +102,10 @@ func (c *Cache) Free() {
 	}
 }
 
-// CausalLM is a decoder-only language model with HF's forward semantics.
-type CausalLM interface {
+// Model is any model of the library (decoder or encoder, with or without a
+// task head) with HF's forward semantics: what PEFT wraps, trains and saves
+// adapters for.
+type Model interface {
 	nn.Module
 	// ForwardT runs the model inside scope s (the library's internal entry point).
 	ForwardT(s *tensor.Scope, b *Batch) *Output
@@ -99,6 +113,28 @@ type CausalLM interface {
 	Forward(in Inputs) (*Outputs, error)
 	// Save writes the model as a HF folder (config.json + model.safetensors).
 	Save(dir string) error
+}
+
+// CausalLM is a decoder-only language model (LlamaForCausalLM,
+// BloomForCausalLM, GPT2LMHeadModel): a Model whose logits are next-token
+// scores [B, L, vocab] and whose labels give the shifted cross-entropy.
+// It is the same interface as Model — the name says what the logits mean —
+// so every Model is accepted where a CausalLM is asked for.
+type CausalLM = Model
+
+// Classifier is an encoder with a classification head
+// (BertForSequenceClassification, BertForTokenClassification): a Model
+// whose logits are [B, num_labels] per sequence, or [B, L, num_labels] per
+// token. Labels are int64 class ids ([B], or [B, L] with -100 ignored) for
+// cross-entropy, or float32 targets ([B] or [B, num_labels]) for HF's
+// regression and multi-label problem types.
+type Classifier interface {
+	Model
+	// NumLabels is the number of classes (config.json's num_labels).
+	NumLabels() int64
+	// PerToken reports whether the head classifies every token (token
+	// classification) rather than the whole sequence.
+	PerToken() bool
 }
 
 // ShiftedLoss is HF's causal-LM loss: logits[:, :-1] against labels[:, 1:],
@@ -133,6 +169,7 @@ func BatchOf(s *tensor.Scope, in Inputs) *Batch {
 		InputIDs:      from(in.InputIDs),
 		InputsEmbeds:  from(in.InputsEmbeds),
 		AttentionMask: from(in.AttentionMask),
+		TokenTypeIDs:  from(in.TokenTypeIDs),
 		PositionIDs:   from(in.PositionIDs),
 		PastKeyValues: in.PastKeyValues,
 		PrefixKV:      in.PrefixKV,
@@ -150,6 +187,12 @@ func Public(s *tensor.Scope, out *Output) *Outputs {
 	}
 	if out.Loss != nil {
 		res.Loss = s.Keep(out.Loss).ToTS()
+	}
+	if out.LastHiddenState != nil {
+		res.LastHiddenState = s.Keep(out.LastHiddenState).ToTS()
+	}
+	if out.PoolerOutput != nil {
+		res.PoolerOutput = s.Keep(out.PoolerOutput).ToTS()
 	}
 	return res
 }

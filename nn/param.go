@@ -11,10 +11,30 @@ import (
 // Trainable means requires_grad on the tensor.
 type Param struct {
 	t *tensor.T
+	// logical is the element count packed storage stands for (0: Numel).
+	logical int64
 }
 
 // NewParam wraps t; the parameter takes ownership.
 func NewParam(t *tensor.T) *Param { return &Param{t: t} }
+
+// NewPackedParam wraps packed storage t (e.g. 4-bit codes, two per byte)
+// that stands for logical elements; the parameter takes ownership.
+// Parameter counts use the logical size, as PEFT counts bitsandbytes'
+// Params4bit, and packed parameters are never written to state files.
+func NewPackedParam(t *tensor.T, logical int64) *Param { return &Param{t: t, logical: logical} }
+
+// LogicalNumel is the number of weights the parameter stands for: Numel,
+// or the unpacked count of packed storage.
+func (p *Param) LogicalNumel() int64 {
+	if p.logical > 0 {
+		return p.logical
+	}
+	return p.Numel()
+}
+
+// Packed reports whether the parameter holds packed storage.
+func (p *Param) Packed() bool { return p.logical > 0 }
 
 // T is the parameter's tensor (owned by the parameter: do not free it).
 func (p *Param) T() *tensor.T { return p.t }
@@ -78,10 +98,11 @@ func TrainableParams(m Module) []NamedParam {
 	return out
 }
 
-// CountParams returns the trainable and total element counts under m.
+// CountParams returns the trainable and total element counts under m
+// (packed parameters at their logical size).
 func CountParams(m Module) (trainable, total int64) {
 	for _, np := range NamedParams(m) {
-		n := np.Param.Numel()
+		n := np.Param.LogicalNumel()
 		total += n
 		if np.Param.RequiresGrad() {
 			trainable += n
@@ -90,12 +111,26 @@ func CountParams(m Module) (trainable, total int64) {
 	return trainable, total
 }
 
-// FreeParams releases every parameter tensor under m (the model is unusable
-// afterwards). Use it when a model is dropped before the process ends.
+// FreeParams releases every parameter tensor under m, and the buffers of
+// modules that hold tensors besides their parameters (BufferFreer), so the
+// model is unusable afterwards. Use it when a model is dropped before the
+// process ends.
 func FreeParams(m Module) {
 	for _, np := range NamedParams(m) {
 		np.Param.Free()
 	}
+	_ = Walk(m, func(_ string, mod Module) error {
+		if b, ok := mod.(BufferFreer); ok {
+			b.FreeBuffers()
+		}
+		return nil
+	})
+}
+
+// BufferFreer is implemented by modules that own tensors which are not
+// parameters (a 4-bit layer's quantization statistics).
+type BufferFreer interface {
+	FreeBuffers()
 }
 
 // SetTraining switches train/eval mode (dropout) for every module under m

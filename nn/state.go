@@ -167,6 +167,9 @@ func StateTensors(params []NamedParam, prefix string) ([]safetensors.Tensor, err
 	defer s.Close()
 	out := make([]safetensors.Tensor, 0, len(params))
 	for _, np := range params {
+		if np.Param.Packed() {
+			return nil, fmt.Errorf("nn: parameter %q is packed (quantized) storage; dequantize the model before saving it", np.Name)
+		}
 		t := np.Param.T()
 		dt, ok := SafetensorsDType(t.DType())
 		if !ok {

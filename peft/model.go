@@ -34,11 +34,13 @@ type Model struct {
 	names    []string // adapter names in insertion order
 	active   string
 	disabled bool
+	task     TaskType // the first adapter's task type (see task.go)
 }
 
-// TunerModel holds the wrapped base model (HF's LoraModel, IA3Model, …).
+// TunerModel holds the wrapped base model (HF's LoraModel, IA3Model, …):
+// a causal LM, or an encoder with or without a classification head.
 type TunerModel struct {
-	Model models.CausalLM `nn:"model"`
+	Model models.Model `nn:"model"`
 	kind  PeftType
 }
 
@@ -53,17 +55,16 @@ func (t *TunerModel) TypeName() string {
 	return "PeftTunerModel"
 }
 
-// TypeName prints PEFT's class name.
-func (m *Model) TypeName() string { return "PeftModelForCausalLM" }
-
 // New wraps base with cfg as adapter "default": every base parameter is
 // frozen and the adapter's own parameters (and modules_to_save copies, and
-// biases per the bias policy) train.
-func New(base models.CausalLM, cfg Config) (*Model, error) {
+// biases per the bias policy) train. cfg's task type decides the task
+// behaviour (see TaskType): for SEQ_CLS and TOKEN_CLS the classifier head
+// trains and is saved with the adapter.
+func New(base models.Model, cfg Config) (*Model, error) {
 	if err := nn.Freeze(base); err != nil {
 		return nil, err
 	}
-	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}}
+	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}, task: cfg.TaskType()}
 	fillBaseModelName(base, cfg)
 	if err := m.AddAdapter(DefaultAdapter, cfg); err != nil {
 		return nil, err
@@ -76,7 +77,7 @@ func New(base models.CausalLM, cfg Config) (*Model, error) {
 
 // fillBaseModelName records the base model's path in the config, as
 // get_peft_model does with model.name_or_path, when the config has none.
-func fillBaseModelName(base models.CausalLM, cfg Config) {
+func fillBaseModelName(base models.Model, cfg Config) {
 	n, ok1 := base.(interface{ NameOrPath() string })
 	c, ok2 := cfg.(interface {
 		BaseModelName() string
@@ -88,7 +89,7 @@ func fillBaseModelName(base models.CausalLM, cfg Config) {
 }
 
 // Base is the wrapped model (with its layers replaced by Tuners).
-func (m *Model) Base() models.CausalLM { return m.BaseModel.Model }
+func (m *Model) Base() models.Model { return m.BaseModel.Model }
 
 // Config returns the configuration of adapter name.
 func (m *Model) Config(name string) (Config, bool) {
@@ -131,7 +132,14 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 		}
 	}
 	if pc, ok := cfg.(PromptConfig); ok {
+		if err := checkPromptTask(m.BaseModel.Model, cfg); err != nil {
+			return err
+		}
 		if err := m.addPromptAdapter(name, pc, inference); err != nil {
+			return err
+		}
+		if err := wrapModulesToSave(m.BaseModel.Model, m.withHeads(nil), name); err != nil {
+			m.dropAdapter(name)
 			return err
 		}
 		m.configs[name] = cfg
@@ -143,8 +151,12 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 		m.dropAdapter(name)
 		return err
 	}
-	if mts, ok := cfg.(ModulesToSaveConfig); ok {
-		if err := wrapModulesToSave(base, mts.ModulesToSave(), name); err != nil {
+	if _, selective := cfg.(SelectiveConfig); !selective { // selective methods train the heads themselves
+		var entries []string
+		if mts, ok := cfg.(ModulesToSaveConfig); ok {
+			entries = mts.ModulesToSave()
+		}
+		if err := wrapModulesToSave(base, m.withHeads(entries), name); err != nil {
 			m.dropAdapter(name)
 			return err
 		}
@@ -296,7 +308,7 @@ type Unloader interface {
 // with every Tuner replaced by its (merged) base layer. m must not be used
 // afterwards. For prompt-learning adapters it returns an error wrapping
 // ErrNotMergeable and leaves m as it was.
-func (m *Model) MergeAndUnload() (models.CausalLM, error) {
+func (m *Model) MergeAndUnload() (models.Model, error) {
 	if err := m.Merge(false); err != nil {
 		return nil, err
 	}
@@ -305,14 +317,14 @@ func (m *Model) MergeAndUnload() (models.CausalLM, error) {
 
 // Unload returns the base model without the adapters (nothing merged;
 // prompt encoders are freed).
-func (m *Model) Unload() (models.CausalLM, error) {
+func (m *Model) Unload() (models.Model, error) {
 	if err := m.Unmerge(); err != nil {
 		return nil, err
 	}
 	return m.unload()
 }
 
-func (m *Model) unload() (models.CausalLM, error) {
+func (m *Model) unload() (models.Model, error) {
 	base := m.BaseModel.Model
 	for _, pt := range tuners(base) {
 		repl := pt.tuner.BaseLayer()
@@ -385,8 +397,18 @@ func (m *Model) applyBias(cfg Config, on bool) error {
 // biasParams lists the biases cfg's bias policy trains and saves, under
 // their in-memory names relative to the wrapped model.
 func (m *Model) biasParams(cfg Config) []nn.NamedParam {
-	if sc, ok := cfg.(SelectiveConfig); ok { // BitFit, freeze tuning (hooks.go)
-		return SelectedParams(m.BaseModel.Model, sc)
+	if sc, ok := cfg.(SelectiveConfig); ok { // BitFit, freeze tuning (hooks.go), plus the task head
+		out := SelectedParams(m.BaseModel.Model, sc)
+		for _, np := range m.headParams() {
+			dup := false
+			for _, o := range out {
+				dup = dup || o.Param == np.Param
+			}
+			if !dup {
+				out = append(out, np)
+			}
+		}
+		return out
 	}
 	b, ok := cfg.(BiasConfig)
 	if !ok || b.BiasMode() == "none" || b.BiasMode() == "" {

@@ -107,7 +107,9 @@ func (c *PromptLearningConfig) VirtualTokens() int64 {
 // Prepare checks the common fields and fills the ones left zero from the
 // model's sizes (num_layers, token_dim = hidden_size, num_attention_heads,
 // num_transformer_submodules = 1, task_type = CAUSAL_LM), as PEFT does when
-// it adds a prompt-learning adapter. It returns the model's sizes.
+// it adds a prompt-learning adapter. Task types CAUSAL_LM, SEQ_CLS,
+// TOKEN_CLS and FEATURE_EXTRACTION are supported. It returns the model's
+// sizes.
 func (c *PromptLearningConfig) Prepare(base models.CausalLM) (models.Dims, error) {
 	if c.NumVirtualTokens <= 0 {
 		return models.Dims{}, fmt.Errorf("field \"num_virtual_tokens\" must be positive, got %d", c.NumVirtualTokens)
@@ -115,9 +117,9 @@ func (c *PromptLearningConfig) Prepare(base models.CausalLM) (models.Dims, error
 	switch c.Task {
 	case "":
 		c.Task = CausalLM
-	case CausalLM:
+	case CausalLM, SeqCls, TokenCls, FeatureExtraction:
 	default:
-		return models.Dims{}, fmt.Errorf("field \"task_type\": %q is not supported for prompt learning (CAUSAL_LM only)", c.Task)
+		return models.Dims{}, fmt.Errorf("field \"task_type\": %q is not supported for prompt learning (CAUSAL_LM, SEQ_CLS, TOKEN_CLS, FEATURE_EXTRACTION)", c.Task)
 	}
 	switch c.NumTransformerSubmodules {
 	case 0:
@@ -297,7 +299,9 @@ func (m *Model) promptEmbeddings(name string) (p *nn.Param, owned bool, err erro
 // every call the attention mask (which covers the caller's tokens only)
 // gets P ones in front. Explicit position ids are dropped for prompt
 // tuning / P-tuning (the model numbers positions 0…P+L−1, as PEFT does)
-// and shifted by P for prefix tuning.
+// and shifted by P for prefix tuning. Other task types differ as PEFT's
+// wrappers do (see task.go): no label padding, position ids dropped, token
+// type ids prefixed with P zeros (SEQ_CLS, TOKEN_CLS) or dropped.
 func (m *Model) promptBatch(s *tensor.Scope, cfg PromptConfig, enc PromptEncoder, b *models.Batch) *models.Batch {
 	nb := *b
 	var batch int64
@@ -319,8 +323,21 @@ func (m *Model) promptBatch(s *tensor.Scope, cfg PromptConfig, enc PromptEncoder
 	if b.AttentionMask != nil {
 		nb.AttentionMask = s.Cat(1, s.Ones(b.AttentionMask.DType(), batch, p), b.AttentionMask)
 	}
+	task := normTask(cfg.TaskType())
+	_, isPrefix := cfg.(PrefixConfig)
+	switch {
+	case task == SeqCls || task == TokenCls:
+		nb.PositionIDs = nil
+		if b.TokenTypeIDs != nil && !isPrefix && prefill { // the virtual tokens are segment 0
+			nb.TokenTypeIDs = s.Cat(1, s.Zeros(b.TokenTypeIDs.DType(), batch, p), b.TokenTypeIDs)
+		}
+	case task != CausalLM:
+		nb.PositionIDs, nb.TokenTypeIDs = nil, nil
+	default:
+		nb.TokenTypeIDs = nil
+	}
 	if pre, ok := cfg.(PrefixConfig); ok {
-		if b.PositionIDs != nil {
+		if b.PositionIDs != nil && task == CausalLM {
 			nb.PositionIDs = s.Add(b.PositionIDs, s.Full(b.PositionIDs.DType(), float64(p), 1))
 		}
 		if prefill {
@@ -359,7 +376,7 @@ func (m *Model) promptBatch(s *tensor.Scope, cfg PromptConfig, enc PromptEncoder
 	prompts = s.Expand(s.Unsqueeze(prompts, 0), batch, -1, -1)
 	nb.InputsEmbeds = s.Cat(1, prompts, embeds)
 	nb.InputIDs = nil
-	if b.Labels != nil {
+	if b.Labels != nil && task == CausalLM {
 		nb.Labels = s.Cat(1, s.Full(b.Labels.DType(), models.IgnoreIndex, batch, p), b.Labels)
 	}
 	return &nb

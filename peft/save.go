@@ -46,7 +46,7 @@ func (m *Model) SaveAdapter(dir, name string) error {
 		if owned {
 			defer p.Free()
 		}
-		state = []nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}
+		state = append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptHeadState(name)...)
 	} else {
 		var err error
 		if state, err = m.AdapterStateDict(name); err != nil {
@@ -86,7 +86,7 @@ func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
 		if err != nil {
 			return nil, err
 		}
-		return []nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, nil
+		return append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptHeadState(name)...), nil
 	}
 	var out []nn.NamedParam
 	seen := map[string]bool{}
@@ -119,7 +119,7 @@ type LoadOptions struct {
 
 // Load wraps base with the adapter saved in dir (any registered method,
 // chosen by adapter_config.json's peft_type) as "default".
-func Load(base models.CausalLM, dir string, opts ...LoadOptions) (*Model, error) {
+func Load(base models.Model, dir string, opts ...LoadOptions) (*Model, error) {
 	cfg, err := ReadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -127,7 +127,7 @@ func Load(base models.CausalLM, dir string, opts ...LoadOptions) (*Model, error)
 	if err := nn.Freeze(base); err != nil {
 		return nil, err
 	}
-	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}}
+	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}, task: cfg.TaskType()}
 	if err := m.loadAdapter(dir, DefaultAdapter, cfg, opts...); err != nil {
 		return nil, err
 	}

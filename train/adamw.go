@@ -1,13 +1,13 @@
-// Package train is the library's training side: optimizers over a model's
-// trainable parameters (and, as it grows, the Trainer loop).
 package train
 
 import (
 	"fmt"
 	"math"
+	"strconv"
 
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/safetensors"
 )
 
 // AdamWConfig holds AdamW's hyper-parameters (PyTorch's defaults when zero:
@@ -106,4 +106,94 @@ func (o *AdamW) Free() {
 		o.v[i].Free()
 		o.m[i], o.v[i] = nil, nil
 	}
+}
+
+// Optimizer-state file keys: "<param name>.exp_avg" and
+// "<param name>.exp_avg_sq" (PyTorch's state names), with the step count
+// in the metadata.
+const (
+	stateStepKey = "step"
+	stateFormat  = "gopeft-adamw"
+)
+
+// SaveState writes the optimizer's state to path as safetensors: each
+// parameter's first and second moment under its name, the step count in
+// the metadata. The file is written atomically.
+func (o *AdamW) SaveState(path string) error {
+	var list []nn.NamedParam
+	for i, np := range o.params {
+		if o.m[i] == nil {
+			continue
+		}
+		list = append(list, nn.NamedParam{Name: np.Name + ".exp_avg", Param: nn.NewParam(o.m[i])},
+			nn.NamedParam{Name: np.Name + ".exp_avg_sq", Param: nn.NewParam(o.v[i])})
+	}
+	tensors, err := nn.StateTensors(list, "")
+	if err != nil {
+		return fmt.Errorf("adamw: save state: %w", err)
+	}
+	meta := map[string]string{"format": stateFormat, stateStepKey: strconv.Itoa(o.step)}
+	if err := safetensors.Write(path, tensors, meta); err != nil {
+		return fmt.Errorf("adamw: save state: %w", err)
+	}
+	return nil
+}
+
+// LoadState restores a state written by SaveState for the same parameters
+// (names and shapes are checked; nothing changes on error).
+func (o *AdamW) LoadState(path string) error {
+	set, err := safetensors.OpenFiles(path)
+	if err != nil {
+		return fmt.Errorf("adamw: load state: %w", err)
+	}
+	defer set.Close()
+	meta := set.Files()[0].Metadata()
+	if meta["format"] != stateFormat {
+		return fmt.Errorf("adamw: load state: %s is not an AdamW state file (format %q)", path, meta["format"])
+	}
+	step, err := strconv.Atoi(meta[stateStepKey])
+	if err != nil || step < 0 {
+		return fmt.Errorf("adamw: load state: %s: bad step %q", path, meta[stateStepKey])
+	}
+	known := map[string]bool{}
+	for _, np := range o.params {
+		known[np.Name+".exp_avg"], known[np.Name+".exp_avg_sq"] = true, true
+	}
+	for _, name := range set.Names() {
+		if !known[name] {
+			return fmt.Errorf("adamw: load state: %s: %q is not a moment of this optimizer's parameters", path, name)
+		}
+	}
+	s := tensor.NoGradScope()
+	defer s.Close()
+	m := make([]*tensor.T, len(o.params))
+	v := make([]*tensor.T, len(o.params))
+	for i, np := range o.params {
+		if _, _, ok := set.Info(np.Name + ".exp_avg"); !ok {
+			continue
+		}
+		for j, key := range []string{np.Name + ".exp_avg", np.Name + ".exp_avg_sq"} {
+			t, err := nn.TensorFromFile(s, set, key, np.Param.DType())
+			if err != nil {
+				return fmt.Errorf("adamw: load state: %w", err)
+			}
+			if !nn.SameShape(t.Shape(), np.Param.Shape()) {
+				return fmt.Errorf("adamw: load state: %s: %q has shape %v, the parameter %v", path, key, t.Shape(), np.Param.Shape())
+			}
+			if j == 0 {
+				m[i] = t
+			} else {
+				v[i] = t
+			}
+		}
+	}
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("adamw: load state: %w", err)
+	}
+	o.Free()
+	for i := range m {
+		o.m[i], o.v[i] = s.Keep(m[i]), s.Keep(v[i])
+	}
+	o.step = step
+	return nil
 }

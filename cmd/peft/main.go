@@ -29,7 +29,9 @@ import (
 	"github.com/gopeft/peft/internal/tensor"
 	_ "github.com/gopeft/peft/lora" // registers LORA with peft.Load
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/models/bloom"
+	"github.com/gopeft/peft/models/gpt2"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
@@ -47,6 +49,10 @@ commands:
            merge the first adapter into the model and write a HF checkpoint
   inspect  [--model DIR] DIR
            print an adapter's config and trainable-parameter line, or a model's size
+  generate --model DIR [--adapter DIR]... [--merge] --input IN.safetensors --max-new-tokens N [--num-beams K]
+           [--num-return-sequences K] [--do-sample --temperature T --top-k K --top-p P --repetition-penalty R
+           --seed S] [--scores] --out OUT.safetensors
+           continue left-padded input_ids (+ attention_mask) as HF generate does; write sequences (and scores)
   tokenize --tokenizer PATH/tokenizer.json [--add-special-tokens]
            read one JSON string per line on stdin, write one JSON array of token ids per line
 `
@@ -70,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return merge(args[1:], stdout, stderr)
 	case "inspect":
 		return inspect(args[1:], stdout, stderr)
+	case "generate":
+		return generateCmd(args[1:], stderr)
 	case "tokenize":
 		return tokenize(args[1:], stdout, os.Stdin, stderr)
 	case "help", "-h", "--help":
@@ -279,6 +287,10 @@ func loadModel(dir string) (models.CausalLM, error) {
 		return llama.Load(dir)
 	case "bloom":
 		return bloom.Load(dir)
+	case "gpt2":
+		return gpt2.Load(dir)
+	case "bert": // the class config.json's architectures names; SEQ_CLS logits are [B, num_labels]
+		return bert.Load(dir)
 	}
-	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, mistral, bloom)", path, head.ModelType)
+	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, mistral, bloom, gpt2, bert)", path, head.ModelType)
 }

@@ -302,6 +302,10 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 			cache.Layers = make([]models.KV, m.NumLayers())
 		}
 	}
+	ckpt := b.Checkpoint // activation checkpointing (training only)
+	if b.UseCache {
+		ckpt = nil
+	}
 	for i, item := range m.Transformer.H.Items {
 		block := item.(*Block)
 		var pastKV, prefix, newKV *models.KV
@@ -315,7 +319,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 			newKV = &cache.Layers[i]
 		}
 		mark := s.Mark()
-		x = m.block(s, block, x, alibi, mask, pastKV, prefix, newKV)
+		x = ckpt.Layer(s, block, x, func(s *tensor.Scope, x *tensor.T) *tensor.T {
+			return m.block(s, block, x, alibi, mask, pastKV, prefix, newKV)
+		}, prefix.Tensors()...)
 		if s.Err() != nil {
 			return &models.Output{}
 		}

@@ -108,7 +108,14 @@ func New(cfg *Config, seed int64) (*Model, error) {
 // Load reads a HF folder: config.json, model.safetensors (or a sharded
 // index) and generation_config.json when present. Parameters load as
 // float32, trainable (PyTorch's default); PEFT methods freeze them.
-func Load(dir string) (*Model, error) {
+func Load(dir string) (*Model, error) { return load(dir, nil) }
+
+// loadStep changes the skeleton before the checkpoint is copied in
+// (LoadQuantized): it returns the keys it reads itself, which LoadState
+// then leaves alone, and a step to run once LoadState is done.
+type loadStep func(m *Model, set *safetensors.Set) (own func(key string) bool, finish func() error, err error)
+
+func load(dir string, step loadStep) (*Model, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -122,6 +129,13 @@ func Load(dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	own, finish := func(string) bool { return false }, func() error { return nil }
+	if step != nil {
+		if own, finish, err = step(m, set); err != nil {
+			nn.FreeParams(m)
+			return nil, err
+		}
+	}
 	opts := nn.LoadOptions{Trainable: true}
 	if cfg.TieWordEmbeddings {
 		// some tied checkpoints also store lm_head.weight: the tie wins, as in HF
@@ -131,10 +145,14 @@ func Load(dir string) (*Model, error) {
 	ignoreRotary := func(k string) bool {
 		return filepath.Ext(k) == ".inv_freq" || (opts.IgnoreUnexpected != nil && opts.IgnoreUnexpected(k))
 	}
-	opts.IgnoreUnexpected = ignoreRotary
+	opts.IgnoreUnexpected = func(k string) bool { return own(k) || ignoreRotary(k) }
 	if err := nn.LoadState(m, set, opts); err != nil {
 		nn.FreeParams(m)
 		return nil, fmt.Errorf("llama: %w", err)
+	}
+	if err := finish(); err != nil {
+		nn.FreeParams(m)
+		return nil, err
 	}
 	m.Path = dir
 	if gc, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
@@ -287,6 +305,10 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 			cache.Layers = make([]models.KV, m.NumLayers())
 		}
 	}
+	ckpt := b.Checkpoint // activation checkpointing (training only)
+	if b.UseCache {
+		ckpt = nil
+	}
 	for i, item := range m.Model.Layers.Items {
 		layer := item.(*DecoderLayer)
 		var pastKV, prefix *models.KV
@@ -301,7 +323,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 			newKV = &cache.Layers[i]
 		}
 		mark := s.Mark()
-		x = layer.forward(s, cfg, x, cos, sin, mask, pastKV, prefix, newKV)
+		x = ckpt.Layer(s, layer, x, func(s *tensor.Scope, x *tensor.T) *tensor.T {
+			return layer.forward(s, cfg, x, cos, sin, mask, pastKV, prefix, newKV)
+		}, prefix.Tensors()...)
 		if s.Err() != nil {
 			return &models.Output{}
 		}

@@ -1,0 +1,470 @@
+package train
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/gopeft/peft/data"
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/nn"
+)
+
+// Model is what the Trainer trains: anything with the library's forward
+// pass. Its trainable parameters come from TrainableParams() when it has
+// that method (peft.Model), else from every parameter that requires grad
+// (nn.TrainableParams: full fine-tuning of a base model). Checkpoints call
+// its Save(dir) when it has one (a PEFT adapter folder, or a HF model
+// folder).
+type Model interface {
+	ForwardT(s *tensor.Scope, b *models.Batch) *models.Output
+}
+
+// Config is the Trainer's settings, named after HF TrainingArguments. Zero
+// values take the defaults in brackets.
+type Config struct {
+	// LR is the peak learning rate [5e-5].
+	LR float64
+	// WeightDecay is AdamW's decoupled decay [0].
+	WeightDecay float64
+	// Beta1, Beta2, Eps are AdamW's [0.9, 0.999, 1e-8].
+	Beta1, Beta2, Eps float64
+	// Schedule is "linear" [default], "cosine" or "constant", after a
+	// warmup of WarmupSteps steps (or WarmupRatio of all steps).
+	Schedule    string
+	WarmupSteps int
+	WarmupRatio float64
+	// MaxGradNorm clips the global gradient norm (0: no clipping; HF
+	// uses 1.0).
+	MaxGradNorm float64
+
+	// BatchSize is the number of samples per forward pass [8]; GradAccum
+	// the number of such micro-batches per optimizer step [1].
+	BatchSize int
+	GradAccum int
+	// Epochs over the training set [1]; MaxSteps > 0 sets the number of
+	// optimizer steps instead.
+	Epochs   int
+	MaxSteps int
+	// NoShuffle keeps the dataset's order; otherwise every epoch has its
+	// own permutation drawn from Seed.
+	NoShuffle bool
+	// Seed fixes the shuffling and every random draw of training (dropout):
+	// libtorch's generator is seeded from (Seed, step, micro-batch) before
+	// each forward pass, so a run is reproducible and a resumed run draws
+	// what the uninterrupted one drew.
+	Seed int64
+
+	// Checkpointing turns on activation checkpointing per decoder layer
+	// (models.Checkpoint): less memory, one more forward pass per step.
+	Checkpointing bool
+
+	// EvalSteps evaluates on the eval set every that many steps (and at
+	// the end); 0: only at the end. EvalBatchSize [BatchSize].
+	EvalSteps     int
+	EvalBatchSize int
+	// LogSteps prints a progress line every that many steps [10] (and at
+	// the last one).
+	LogSteps int
+	// SaveSteps writes a checkpoint every that many steps; one is always
+	// written at the end when OutputDir is set.
+	SaveSteps int
+	// OutputDir receives checkpoint-<step>/ folders and metrics.jsonl
+	// ("": no files).
+	OutputDir string
+	// ResumeFrom continues from a checkpoint folder, or from the newest
+	// one in OutputDir with "latest".
+	ResumeFrom string
+	// Progress receives the progress lines [os.Stderr]; io.Discard
+	// silences them.
+	Progress io.Writer
+}
+
+func (c *Config) defaults() {
+	if c.LR == 0 {
+		c.LR = 5e-5
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 8
+	}
+	if c.GradAccum <= 0 {
+		c.GradAccum = 1
+	}
+	if c.Epochs <= 0 {
+		c.Epochs = 1
+	}
+	if c.EvalBatchSize <= 0 {
+		c.EvalBatchSize = c.BatchSize
+	}
+	if c.LogSteps <= 0 {
+		c.LogSteps = 10
+	}
+	if c.Progress == nil {
+		c.Progress = os.Stderr
+	}
+}
+
+// Record is one line of metrics.jsonl: a training step (Loss, LR,
+// GradNorm, …) or an evaluation (EvalLoss, EvalPPL).
+type Record struct {
+	Step       int      `json:"step"`
+	Epoch      float64  `json:"epoch"`
+	Loss       *float64 `json:"loss,omitempty"`
+	LR         *float64 `json:"lr,omitempty"`
+	GradNorm   *float64 `json:"grad_norm,omitempty"`
+	Tokens     int      `json:"tokens,omitempty"`
+	TokensPerS float64  `json:"tokens_per_s,omitempty"`
+	EvalLoss   *float64 `json:"eval_loss,omitempty"`
+	EvalPPL    *float64 `json:"eval_ppl,omitempty"`
+}
+
+// Trainer trains a model on a data.Dataset: AdamW with weight decay, a
+// warmup + linear/cosine schedule, gradient accumulation, gradient
+// clipping, periodic evaluation (loss and perplexity), progress lines,
+// metrics as JSONL, checkpoints and resumption. Losses are token-weighted:
+// the loss of a step is the mean over every target token of its
+// micro-batches, so accumulating k micro-batches gives the gradient of one
+// batch k times as large.
+type Trainer struct {
+	model  Model
+	cfg    Config
+	params []nn.NamedParam
+	opt    *AdamW
+
+	step  int // optimizer steps done
+	epoch int // current epoch
+	micro int // micro-batches of the current epoch consumed
+	total int // optimizer steps of the run
+
+	samples     int // training samples of the run
+	prevElapsed float64
+	logTokens   int     // tokens since the last progress line
+	logElapsed  float64 // time of the last progress line
+	// History holds this run's metric records (from the resumed step on).
+	History []Record
+}
+
+// New makes a trainer; the optimizer is created over the model's
+// trainable parameters at Fit.
+func New(model Model, cfg Config) *Trainer {
+	cfg.defaults()
+	return &Trainer{model: model, cfg: cfg}
+}
+
+// Step is the number of optimizer steps done.
+func (t *Trainer) Step() int { return t.step }
+
+// Losses returns the training loss of every step in History.
+func (t *Trainer) Losses() []float64 {
+	var out []float64
+	for _, r := range t.History {
+		if r.Loss != nil {
+			out = append(out, *r.Loss)
+		}
+	}
+	return out
+}
+
+// trainableParams lists what trains (see Model).
+func trainableParams(m Model) ([]nn.NamedParam, error) {
+	if p, ok := m.(interface{ TrainableParams() []nn.NamedParam }); ok {
+		return p.TrainableParams(), nil
+	}
+	if mod, ok := m.(nn.Module); ok {
+		return nn.TrainableParams(mod), nil
+	}
+	return nil, errors.New("train: the model has neither TrainableParams() nor a module tree")
+}
+
+// plan is the shape of a run over n training samples.
+func (t *Trainer) plan(n int) (microPerEpoch, stepsPerEpoch int) {
+	microPerEpoch = (n + t.cfg.BatchSize - 1) / t.cfg.BatchSize
+	stepsPerEpoch = (microPerEpoch + t.cfg.GradAccum - 1) / t.cfg.GradAccum
+	return
+}
+
+// Fit trains on train, evaluating on eval (nil: no evaluation). The model
+// is in training mode (dropout on) while it runs and in eval mode after.
+func (t *Trainer) Fit(train, eval *data.Dataset) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cfg := &t.cfg
+	if train == nil || train.Len() == 0 {
+		return errors.New("train: empty training set")
+	}
+	params, err := trainableParams(t.model)
+	if err != nil {
+		return err
+	}
+	if len(params) == 0 {
+		return errors.New("train: the model has no trainable parameters")
+	}
+	t.params = params
+	t.samples = train.Len()
+	microPerEpoch, stepsPerEpoch := t.plan(train.Len())
+	t.total = cfg.MaxSteps
+	if t.total <= 0 {
+		t.total = cfg.Epochs * stepsPerEpoch
+	}
+	warmup := cfg.WarmupSteps
+	if warmup == 0 && cfg.WarmupRatio > 0 {
+		warmup = int(math.Ceil(cfg.WarmupRatio * float64(t.total)))
+	}
+	if _, err := LRAt(cfg.Schedule, cfg.LR, 0, warmup, t.total); err != nil {
+		return err
+	}
+	t.opt = NewAdamW(params, AdamWConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps, WeightDecay: cfg.WeightDecay})
+	defer func() { t.opt.Free(); t.opt = nil }()
+	t.step, t.epoch, t.micro = 0, 0, 0
+	t.History = nil
+	if cfg.ResumeFrom != "" {
+		if err := t.resume(train.Len()); err != nil {
+			return err
+		}
+	}
+	metrics, err := t.openMetrics()
+	if err != nil {
+		return err
+	}
+	defer metrics.Close()
+	if mod, ok := t.model.(nn.Module); ok {
+		nn.SetTraining(mod, true)
+		defer nn.SetTraining(mod, false)
+	}
+	if err := t.opt.ZeroGrad(); err != nil {
+		return err
+	}
+	col := data.Collator{PadID: train.PadID}
+	var order []int
+	orderEpoch := -1
+	start := time.Now()
+	startStep := t.step
+	t.prevElapsed, t.logTokens, t.logElapsed = 0, 0, 0
+	for t.step < t.total {
+		if t.micro >= microPerEpoch {
+			t.epoch++
+			t.micro = 0
+		}
+		if orderEpoch != t.epoch {
+			order = data.Order(train.Len(), cfg.Seed, t.epoch, !cfg.NoShuffle)
+			orderEpoch = t.epoch
+		}
+		// the micro-batches of this step (not crossing the epoch's end)
+		var batches []*data.Batch
+		targets := 0
+		for k := 0; k < cfg.GradAccum && t.micro < microPerEpoch; k++ {
+			lo := t.micro * cfg.BatchSize
+			hi := min(lo+cfg.BatchSize, len(order))
+			samples := make([]data.Sample, 0, hi-lo)
+			for _, i := range order[lo:hi] {
+				samples = append(samples, train.Samples[i])
+			}
+			b := col.Collate(samples)
+			batches = append(batches, b)
+			targets += b.Targets
+			t.micro++
+		}
+		lr, _ := LRAt(cfg.Schedule, cfg.LR, t.step, warmup, t.total)
+		loss, tokens, err := t.trainStep(batches, targets, lr)
+		if err != nil {
+			return fmt.Errorf("train: step %d: %w", t.step+1, err)
+		}
+		norm, err := ClipGradNorm(params, cfg.MaxGradNorm)
+		if err != nil {
+			return err
+		}
+		t.opt.SetLR(lr)
+		if err := t.opt.Step(); err != nil {
+			return fmt.Errorf("train: step %d: %w", t.step+1, err)
+		}
+		if err := t.opt.ZeroGrad(); err != nil {
+			return err
+		}
+		t.step++
+		elapsed := time.Since(start).Seconds()
+		epochF := float64(t.epoch) + float64(t.micro)/float64(microPerEpoch)
+		rec := Record{Step: t.step, Epoch: round(epochF, 4), Loss: &loss, LR: &lr, GradNorm: &norm, Tokens: tokens}
+		if elapsed > 0 {
+			rec.TokensPerS = round(float64(tokens)/t.lastStepSeconds(elapsed), 1)
+		}
+		if err := t.record(metrics, rec); err != nil {
+			return err
+		}
+		last := t.step == t.total
+		t.logTokens += tokens
+		if t.step%cfg.LogSteps == 0 || last {
+			t.progress(rec, elapsed, t.step-startStep)
+		}
+		if eval != nil && eval.Len() > 0 && ((cfg.EvalSteps > 0 && t.step%cfg.EvalSteps == 0) || last) {
+			el, err := t.Evaluate(eval)
+			if err != nil {
+				return err
+			}
+			ppl := math.Exp(el)
+			if err := t.record(metrics, Record{Step: t.step, Epoch: rec.Epoch, EvalLoss: &el, EvalPPL: &ppl}); err != nil {
+				return err
+			}
+			fmt.Fprintf(cfg.Progress, "eval step %d: loss %.4f  perplexity %.3f\n", t.step, el, ppl)
+		}
+		if cfg.OutputDir != "" && ((cfg.SaveSteps > 0 && t.step%cfg.SaveSteps == 0) || last) {
+			if err := t.saveCheckpoint(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// lastStepSeconds is the duration of the step just done.
+func (t *Trainer) lastStepSeconds(elapsed float64) float64 {
+	d := elapsed - t.prevElapsed
+	t.prevElapsed = elapsed
+	if d <= 0 {
+		return math.Inf(1)
+	}
+	return d
+}
+
+// trainStep runs forward and backward over a step's micro-batches, each
+// loss weighted by its share of the step's target tokens; it returns the
+// step's token-weighted mean loss and its real tokens.
+func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (float64, int, error) {
+	if targets == 0 {
+		return 0, 0, errors.New("no target tokens in the batch (every label is -100)")
+	}
+	var sum float64
+	tokens := 0
+	for k, b := range batches {
+		if b.Targets == 0 {
+			continue
+		}
+		err := func() error {
+			seed := mix(t.cfg.Seed, int64(t.step), int64(k))
+			tensor.ManualSeed(seed)
+			s := tensor.NewScope()
+			defer s.Close()
+			mb := b.ModelBatch(s)
+			if t.cfg.Checkpointing {
+				mb.Checkpoint = models.NewCheckpoint(seed)
+				defer mb.Checkpoint.Free()
+			}
+			out := t.model.ForwardT(s, mb)
+			if err := s.Err(); err != nil {
+				return err
+			}
+			if out.Loss == nil {
+				return errors.New("the model returned no loss (labels missing?)")
+			}
+			w := float64(b.Targets) / float64(targets)
+			mb.Checkpoint.Backward(s, s.MulScalar(out.Loss, w))
+			l := s.Item(out.Loss)
+			if err := s.Err(); err != nil {
+				return err
+			}
+			if math.IsNaN(l) || math.IsInf(l, 0) {
+				return fmt.Errorf("loss is %v (lr %g)", l, lr)
+			}
+			sum += l * float64(b.Targets)
+			tokens += b.Tokens
+			return nil
+		}()
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	return sum / float64(targets), tokens, nil
+}
+
+// Evaluate returns the token-weighted mean loss of the model on ds (no
+// gradients, eval mode; the mode is restored after).
+func (t *Trainer) Evaluate(ds *data.Dataset) (float64, error) {
+	if mod, ok := t.model.(nn.Module); ok {
+		nn.SetTraining(mod, false)
+		defer nn.SetTraining(mod, true)
+	}
+	return Evaluate(t.model, ds, t.cfg.EvalBatchSize)
+}
+
+// Evaluate returns the token-weighted mean causal-LM loss of model on ds,
+// in batches of batchSize, without gradients. Perplexity is its exp.
+func Evaluate(model Model, ds *data.Dataset, batchSize int) (float64, error) {
+	if batchSize <= 0 {
+		batchSize = 8
+	}
+	col := data.Collator{PadID: ds.PadID}
+	var sum float64
+	n := 0
+	for lo := 0; lo < ds.Len(); lo += batchSize {
+		b := col.Collate(ds.Samples[lo:min(lo+batchSize, ds.Len())])
+		if b.Targets == 0 {
+			continue
+		}
+		err := func() error {
+			s := tensor.NoGradScope()
+			defer s.Close()
+			out := model.ForwardT(s, b.ModelBatch(s))
+			if err := s.Err(); err != nil {
+				return err
+			}
+			if out.Loss == nil {
+				return errors.New("the model returned no loss")
+			}
+			sum += s.Item(out.Loss) * float64(b.Targets)
+			n += b.Targets
+			return s.Err()
+		}()
+		if err != nil {
+			return 0, fmt.Errorf("train: evaluate: %w", err)
+		}
+	}
+	if n == 0 {
+		return 0, errors.New("train: evaluate: no target tokens in the eval set")
+	}
+	return sum / float64(n), nil
+}
+
+// progress prints one line: a bar, step, epoch, loss, lr, tokens/s, ETA.
+func (t *Trainer) progress(r Record, elapsed float64, done int) {
+	const width = 20
+	filled := width * t.step / t.total
+	bar := make([]byte, width)
+	for i := range bar {
+		switch {
+		case i < filled:
+			bar[i] = '='
+		case i == filled:
+			bar[i] = '>'
+		default:
+			bar[i] = ' '
+		}
+	}
+	eta := time.Duration(0)
+	if done > 0 {
+		eta = time.Duration(elapsed / float64(done) * float64(t.total-t.step) * float64(time.Second)).Round(time.Second)
+	}
+	tps := 0.0
+	if d := elapsed - t.logElapsed; d > 0 {
+		tps = float64(t.logTokens) / d
+	}
+	t.logTokens, t.logElapsed = 0, elapsed
+	fmt.Fprintf(t.cfg.Progress, "[%s] %d/%d  epoch %.2f  loss %.4f  lr %.3g  grad %.3g  %.0f tok/s  eta %s\n",
+		bar, t.step, t.total, r.Epoch, *r.Loss, *r.LR, *r.GradNorm, tps, eta)
+}
+
+// mix derives a seed from a run seed and two counters (SplitMix64).
+func mix(seed, a, b int64) int64 {
+	z := uint64(seed) ^ uint64(a+1)*0x9E3779B97F4A7C15 ^ uint64(b+1)*0xC2B2AE3D27D4EB4F
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+	return int64((z ^ (z >> 31)) >> 1)
+}
+
+func round(v float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
+}
