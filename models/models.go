@@ -10,6 +10,10 @@
 // encoders the hidden states). Families live in sub-packages
 // (models/llama, models/bloom, models/gpt2, models/bert) and know nothing
 // of PEFT.
+//
+// Checkpoint is activation checkpointing per decoder layer for training:
+// set on a Batch, it keeps only each layer's input in the forward pass and
+// recomputes the layer in its Backward.
 package models
 
 import (

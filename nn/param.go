@@ -68,11 +68,15 @@ func (p *Param) RequiresGrad() bool { return p.t.RequiresGrad() }
 // Tensor returns a new gotch handle to the parameter's data (no copy).
 func (p *Param) Tensor() *ts.Tensor { return p.t.Clone().ToTS() }
 
-// SetRequiresGrad marks every parameter under m trainable or frozen.
+// SetRequiresGrad marks every parameter under m trainable or frozen
+// (packed parameters cannot train: they stay frozen).
 func SetRequiresGrad(m Module, on bool) error {
 	s := tensor.NewScope()
 	defer s.Close()
 	for _, np := range NamedParams(m) {
+		if on && np.Param.Packed() {
+			continue
+		}
 		s.SetRequiresGrad(np.Param.t, on)
 	}
 	if err := s.Err(); err != nil {

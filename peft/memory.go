@@ -243,13 +243,23 @@ type MemoryOptions struct {
 }
 
 // Framework overheads: the resident memory of a process that has loaded
-// libtorch and run a few ops (measured for this library on CPU; see
-// BENCHMARKS.md), and a CUDA context (the seed notes: a few hundred MB,
-// depending on the version).
+// libtorch and run a few ops (161 MiB measured for this library on CPU;
+// see BENCHMARKS.md), and a CUDA context (the seed notes: a few hundred
+// MB, depending on the version).
 const (
-	CPUOverhead  int64 = 200 << 20
+	CPUOverhead  int64 = 160 << 20
 	CUDAOverhead int64 = 500 << 20
 )
+
+// CPUAllocatorRetention is the memory glibc's malloc keeps on CPU beyond
+// the live tensors, as a share of the activations it serves from its heap
+// (blocks up to 32 MiB; larger ones are mmapped and returned when freed):
+// the forward pass frees each layer's intermediates, and the heap keeps
+// most of those holes (measured 0.8–0.85 × for this library; with
+// MALLOC_MMAP_THRESHOLD_=131072 it vanishes, at twice the step time). On
+// CUDA PyTorch's caching allocator reuses blocks and the estimate adds
+// nothing.
+const CPUAllocatorRetention = 0.8
 
 // MemoryEstimate is the peak memory of a training step by component
 // (bytes), following the seed notes: framework, weights, activations,
@@ -263,7 +273,10 @@ type MemoryEstimate struct {
 	Activations     int64 // what the forward pass saves for backward, plus the logits
 	Gradients       int64 // one per trainable parameter
 	OptimizerStates int64 // optimizer states (+ fp32 master weights with mixed precision)
-	Total           int64
+	// Allocator is what the CPU allocator keeps beyond live tensors
+	// (CPUAllocatorRetention × Activations; 0 on CUDA).
+	Allocator int64
+	Total     int64
 }
 
 // Methods lists the methods EstimateMemory knows.
@@ -305,7 +318,7 @@ func dtypeBytes(name string) (int64, error) {
 // block of 256 absmax values.
 const nf4BytesPerParam = 0.5 + 1.0/64 + 4.0/(64*256)
 
-// EstimateMemory sizes a training step of the model m:
+// EstimateMemory sizes the peak memory of a training step of the model m:
 //
 //   - overhead: the framework (CUDA context, or libtorch's resident memory on CPU);
 //   - weights: parameters × bytes of the dtype (fp16: an 8B model is 16 GB);
@@ -317,7 +330,9 @@ const nf4BytesPerParam = 0.5 + 1.0/64 + 4.0/(64*256)
 //     per layer plus one layer's activations;
 //   - gradients: one per trainable parameter, in its dtype;
 //   - optimizer: Adam keeps 2 states per trainable parameter (first and
-//     second moment); with mixed precision, also an fp32 master copy.
+//     second moment); with mixed precision, also an fp32 master copy;
+//   - allocator (CPU): what malloc keeps beyond live tensors
+//     (CPUAllocatorRetention).
 //
 // Activations per layer, in elements, for batch b, sequence s, hidden h,
 // heads a, MLP width I (the seed's transformer formula, counted for this
@@ -486,7 +501,14 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 	if o.Method == "prompt" {
 		e.Activations = m.activations(o.Batch, o.Seq+int64(o.NumVirtualTokens), wb, o.Checkpointing)
 	}
-	e.Total = e.Overhead + e.Weights + e.Activations + e.Gradients + e.OptimizerStates
+	if o.Device == "" || o.Device == "cpu" {
+		seq := o.Seq
+		if o.Method == "prompt" {
+			seq += int64(o.NumVirtualTokens)
+		}
+		e.Allocator = int64(CPUAllocatorRetention * float64(m.heapActivations(o.Batch, seq, wb, o.Checkpointing)))
+	}
+	e.Total = e.Overhead + e.Weights + e.Activations + e.Gradients + e.OptimizerStates + e.Allocator
 	return e, nil
 }
 
@@ -510,15 +532,31 @@ func (m *ModelShape) activations(b, s, bytes int64, checkpointing bool) int64 {
 	return m.Layers*layer + head
 }
 
+// glibcMmapMax is glibc's largest dynamic mmap threshold on 64-bit
+// systems: larger blocks are always mmapped and go back to the system
+// when freed.
+const glibcMmapMax = 32 << 20
+
+// heapActivations is the part of the activations made of blocks that
+// glibc serves from its heap (at most glibcMmapMax bytes each): the layers'
+// tensors, and the logits' when they are that small.
+func (m *ModelShape) heapActivations(b, s, bytes int64, checkpointing bool) int64 {
+	act := m.activations(b, s, bytes, checkpointing)
+	if copy := b * s * m.Vocab * 4; copy > glibcMmapMax {
+		act -= 4 * copy
+	}
+	return act
+}
+
 // Table formats estimates as a text table, one row per method, sizes in
 // GiB.
 func Table(es []*MemoryEstimate) string {
 	var sb strings.Builder
 	gib := func(v int64) string { return fmt.Sprintf("%.2f", float64(v)/(1<<30)) }
-	rows := [][]string{{"method", "trainable", "trainable%", "overhead", "weights", "activations", "gradients", "optimizer", "total GiB"}}
+	rows := [][]string{{"method", "trainable", "trainable%", "framework", "weights", "activations", "gradients", "optimizer", "allocator", "total GiB"}}
 	for _, e := range es {
 		rows = append(rows, []string{e.Method, Commas(e.Trainable), fmt.Sprintf("%.4f", 100*float64(e.Trainable)/float64(e.Params)),
-			gib(e.Overhead), gib(e.Weights), gib(e.Activations), gib(e.Gradients), gib(e.OptimizerStates), gib(e.Total)})
+			gib(e.Overhead), gib(e.Weights), gib(e.Activations), gib(e.Gradients), gib(e.OptimizerStates), gib(e.Allocator), gib(e.Total)})
 	}
 	width := make([]int, len(rows[0]))
 	for _, r := range rows {

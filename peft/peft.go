@@ -5,6 +5,10 @@
 //
 // Methods live in their own packages (lora, ia3, prompt, prefix, adapter,
 // bitfit) and register themselves here; peft never imports them.
+//
+// EstimateMemory sizes a training job from a config.json alone (weights,
+// activations, gradients, optimizer states, framework), for full
+// fine-tuning and each method; `peft estimate` prints it as a table.
 package peft
 
 import (

@@ -301,7 +301,7 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 			t.progress(rec, elapsed, t.step-startStep)
 		}
 		if eval != nil && eval.Len() > 0 && ((cfg.EvalSteps > 0 && t.step%cfg.EvalSteps == 0) || last) {
-			el, err := t.Evaluate(eval)
+			el, err := t.evaluate(eval)
 			if err != nil {
 				return err
 			}
@@ -380,9 +380,8 @@ func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (flo
 	return sum / float64(targets), tokens, nil
 }
 
-// Evaluate returns the token-weighted mean loss of the model on ds (no
-// gradients, eval mode; the mode is restored after).
-func (t *Trainer) Evaluate(ds *data.Dataset) (float64, error) {
+// evaluate is Evaluate in eval mode (dropout off) during a run.
+func (t *Trainer) evaluate(ds *data.Dataset) (float64, error) {
 	if mod, ok := t.model.(nn.Module); ok {
 		nn.SetTraining(mod, false)
 		defer nn.SetTraining(mod, true)

@@ -3,6 +3,7 @@
 //	peft logits --model DIR [--adapter DIR]... [--merge] --input IN.safetensors --out OUT.safetensors
 //	peft merge --model DIR --adapter DIR [--adapter DIR]... --out DIR
 //	peft inspect DIR
+//	peft estimate --model DIR|config.json --method lora --r 8 --batch 4 --seq 512 --dtype bf16 [--checkpointing]
 //
 // logits runs a HF checkpoint folder, with PEFT adapters when given (the
 // first is "default" and active; --merge folds it into the weights first),
@@ -55,6 +56,9 @@ commands:
            continue left-padded input_ids (+ attention_mask) as HF generate does; write sequences (and scores)
   tokenize --tokenizer PATH/tokenizer.json [--add-special-tokens]
            read one JSON string per line on stdin, write one JSON array of token ids per line
+  estimate --model DIR|config.json [--method lora|all] [--r 8] [--batch 4] [--seq 512] [--dtype bf16]
+           [--optimizer adamw] [--checkpointing] [--measure]
+           the peak memory of a training step by component (weights, activations, gradients, optimizer)
 `
 
 func main() {
@@ -80,6 +84,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return generateCmd(args[1:], stderr)
 	case "tokenize":
 		return tokenize(args[1:], stdout, os.Stdin, stderr)
+	case "estimate":
+		return estimate(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

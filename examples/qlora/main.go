@@ -1,27 +1,31 @@
 // Command qlora runs QLoRA end to end and prints the figures of the
 // "QLoRA" section of BENCHMARKS.md:
 //
-//  1. the base model loaded in 4 bits (llama.LoadQuantized: NF4 + double
-//     quantization by default, lm_head kept in float) against the same
-//     checkpoint in float32 — weight memory (tensor bytes and RSS growth),
-//     logits max abs diff and perplexity on held-out sequences;
-//  2. LoRA on every linear layer trained on the 4-bit base (QLoRA) and on
-//     the float32 base (LoRA), same initialisation and batches: the
-//     losses, held-out perplexity and peak RSS of each;
+//  0. a base model that knows something: the checkpoint (or the benchmark
+//     config, randomly initialised) trained in full for -pretrain steps on
+//     task A, saved as a HF folder;
+//  1. that base loaded in 4 bits (llama.LoadQuantized: NF4 + double
+//     quantization by default, lm_head kept in float) against float32 —
+//     weight memory (tensor bytes, and RSS growth of a fresh process
+//     loading each), logits max abs diff and perplexity on held-out task A;
+//  2. LoRA on every linear layer trained on task B over the 4-bit base
+//     (QLoRA) and over the float32 base (LoRA), same initialisation and
+//     batches: losses, held-out task B perplexity, step time and the
+//     memory a training step adds;
 //  3. the QLoRA adapter saved in PEFT's format and loaded with peft.Load on
 //     the float32 base;
 //  4. the QLoRA model merged into a float32 model (MergeAndUnload, then
-//     quant.Dequantize for anything left in 4 bits);
-//  5. the float32-trained model (LoRA merged) quantized in turn: the
-//     perplexity cost of 4 bits on a model that has learned the data.
+//     quant.Dequantize for anything left in 4 bits).
 //
 // The data is synthetic: sequences over 128 token ids where each token
-// follows the previous one by a fixed rule 90% of the time (a model that
-// learns the rule reaches a perplexity of about 2.3); held-out sequences
-// come from another seed.
+// follows the previous one by a fixed rule 90% of the time (task A:
+// 7t+3 mod 128, task B: 5t+1 mod 128; a model that knows the rule reaches a
+// perplexity of about 2.3); held-out sequences come from other seeds.
+// glibc's allocator runs with a fixed mmap threshold (the program re-executes
+// itself with MALLOC_MMAP_THRESHOLD_ set) so that freed tensors leave RSS.
 //
-//	go run ./examples/qlora                     # llama-tiny fixture
-//	go run ./examples/qlora -bench              # the 33.5M benchmark config (random init), ~5 min on 2 cores
+//	go run ./examples/qlora                     # llama-tiny fixture, seconds
+//	go run ./examples/qlora -bench              # the 33.5M benchmark config, minutes on 2 cores
 //	go run ./examples/qlora -quant fp4 -double-quant=false -skip none -embed-dtype bfloat16
 package main
 
@@ -31,9 +35,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gopeft/peft/internal/memstat"
@@ -51,10 +59,13 @@ import (
 type options struct {
 	model, out, quantType, skip, embedDType string
 	bench, doubleQuant                      bool
-	steps, r                                int
-	lr                                      float64
+	pretrain, steps, r                      int
+	lr, pretrainLR                          float64
 	batch, seq                              int64
+	measure                                 string // internal: load one model in this process and print its RSS growth
 }
+
+const mmapThreshold = "131072"
 
 func main() {
 	var o options
@@ -62,16 +73,31 @@ func main() {
 	flag.BoolVar(&o.bench, "bench", false, "use the 33.5M benchmark config (hidden 512, 8 layers, vocab 8000; random init) instead of -model")
 	flag.StringVar(&o.quantType, "quant", "nf4", "4-bit codebook: nf4 or fp4")
 	flag.BoolVar(&o.doubleQuant, "double-quant", true, "quantize the absmax scales too (8-bit, blocks of 256)")
-	flag.StringVar(&o.skip, "skip", "lm_head", "comma-free name of the layer kept in float, or 'none' to quantize lm_head too")
+	flag.StringVar(&o.skip, "skip", "lm_head", "the layer kept in float, or 'none' to quantize lm_head too")
 	flag.StringVar(&o.embedDType, "embed-dtype", "", "store embed_tokens in this dtype in the 4-bit model (bfloat16); default float32")
-	flag.IntVar(&o.steps, "steps", 40, "training steps of each run")
-	flag.Float64Var(&o.lr, "lr", 1e-2, "AdamW learning rate")
+	flag.IntVar(&o.pretrain, "pretrain", 150, "full-training steps on task A before anything else (0: use the weights as they are)")
+	flag.Float64Var(&o.pretrainLR, "pretrain-lr", 3e-3, "AdamW learning rate of the pretraining")
+	flag.IntVar(&o.steps, "steps", 60, "training steps of each LoRA run")
+	flag.Float64Var(&o.lr, "lr", 1e-2, "AdamW learning rate of the LoRA runs")
 	flag.IntVar(&o.r, "r", 8, "LoRA rank (lora_alpha = 2r)")
 	flag.Int64Var(&o.batch, "batch", 8, "sequences per step")
 	flag.Int64Var(&o.seq, "seq", 64, "tokens per sequence")
 	flag.StringVar(&o.out, "out", "", "where to save the QLoRA adapter (default: a temporary folder)")
+	flag.StringVar(&o.measure, "measure-load", "", "internal: 'quantized' or 'float': load -model, print RSS growth and exit")
 	flag.Parse()
-	if err := run(o); err != nil {
+	if os.Getenv("MALLOC_MMAP_THRESHOLD_") == "" { // glibc reads it at start-up
+		exe, err := os.Executable()
+		if err == nil {
+			_ = syscall.Exec(exe, os.Args, append(os.Environ(), "MALLOC_MMAP_THRESHOLD_="+mmapThreshold))
+		}
+	}
+	var err error
+	if o.measure != "" {
+		err = measureLoad(o)
+	} else {
+		err = run(o)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "qlora:", err)
 		os.Exit(1)
 	}
@@ -86,88 +112,119 @@ func benchConfig() *llama.Config {
 	}
 }
 
+func (o options) quantConfig() quant.Config {
+	c := quant.Config{QuantType: quant.Type(o.quantType), UseDoubleQuant: o.doubleQuant, EmbeddingDType: o.embedDType}
+	if o.skip == "none" {
+		c.SkipModules = []string{}
+	} else {
+		c.SkipModules = []string{o.skip}
+	}
+	return c
+}
+
+// task A and task B: the rule each token follows 90% of the time.
+var taskA, taskB = [2]int64{7, 3}, [2]int64{5, 1}
+
+const vocabUsed = 128
+
 func run(o options) error {
+	qcfg := o.quantConfig()
+	if err := qcfg.Validate(); err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp("", "qlora-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+
+	// 0. the base
 	dir := o.model
+	var base *llama.Model
 	if o.bench {
-		dir = filepath.Join(tmp, "bench-model")
-		m, err := llama.New(benchConfig(), 0)
-		if err != nil {
-			return err
-		}
-		err = m.Save(dir)
-		m.Free()
-		if err != nil {
-			return err
-		}
-	}
-	qcfg := quant.Config{QuantType: quant.Type(o.quantType), UseDoubleQuant: o.doubleQuant, EmbeddingDType: o.embedDType}
-	if o.skip == "none" {
-		qcfg.SkipModules = []string{}
+		base, err = llama.New(benchConfig(), 0)
 	} else {
-		qcfg.SkipModules = []string{o.skip}
+		base, err = llama.Load(dir)
 	}
-	if err := qcfg.Validate(); err != nil {
+	if err != nil {
 		return err
 	}
+	name := dir
+	if o.bench {
+		name = "benchmark config"
+	}
+	fmt.Printf("model %s: hidden %d, %d layers, vocab %d, %s parameters\n", name, base.Config.HiddenSize,
+		base.Config.NumHiddenLayers, base.Config.VocabSize, peft.Commas(count(base)))
+	heldA := corpus(2, 2*o.batch, o.seq, taskA)
+	if o.pretrain > 0 || o.bench {
+		before, err := perplexity(base, heldA, o.batch)
+		if err != nil {
+			return err
+		}
+		if err := nn.Unfreeze(base); err != nil {
+			return err
+		}
+		r, err := fit(base, nn.TrainableParams(base), corpus(1, 16*o.batch, o.seq, taskA), o.pretrain, o.pretrainLR, o)
+		if err != nil {
+			return fmt.Errorf("pretraining: %w", err)
+		}
+		after, err := perplexity(base, heldA, o.batch)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("pretrained on task A (%d full steps, lr %g, %.2f s/step): loss %s; held-out A perplexity %.1f → %.3f\n",
+			o.pretrain, o.pretrainLR, r.stepSec, r.curve(), before, after)
+		dir = filepath.Join(tmp, "base")
+		if err := base.Save(dir); err != nil {
+			return err
+		}
+	}
+	base.Free()
 
-	// 1. the base in 4 bits against float32 (the 4-bit one first, so its
-	// RSS growth is not absorbed by memory the float32 load freed)
-	runtime.GC()
-	rss0 := memstat.RSS()
-	t0 := time.Now()
+	// 1. the base in 4 bits against float32
+	ml := map[string]loadFigures{}
+	for _, kind := range []string{"quantized", "float"} {
+		if ml[kind], err = measureInChild(o, dir, kind); err != nil {
+			return err
+		}
+	}
 	q, err := llama.LoadQuantized(dir, qcfg)
 	if err != nil {
 		return err
 	}
-	qLoad := time.Since(t0)
-	runtime.GC()
-	rss1 := memstat.RSS()
-	t0 = time.Now()
 	f, err := llama.Load(dir)
 	if err != nil {
 		return err
 	}
-	fLoad := time.Since(t0)
-	runtime.GC()
-	rss2 := memstat.RSS()
 	qBytes, fBytes := quant.WeightBytes(q), quant.WeightBytes(f)
-	var linQ, linF int64
+	var linQ, linN int64
 	for _, l := range quant.Layers(q) {
 		linQ += l.StorageBytes()
-		linF += 4 * l.Weight.LogicalNumel()
+		linN += l.Weight.LogicalNumel()
 	}
-	cfg := f.Config
-	fmt.Printf("model %s: hidden %d, %d layers, vocab %d, %s parameters\n", modelName(o, dir), cfg.HiddenSize, cfg.NumHiddenLayers, cfg.VocabSize, peft.Commas(count(f)))
 	fmt.Printf("4-bit config: %s, double quant %v, kept in float: %v, embeddings %s; %d layers quantized\n",
 		qcfg.QuantType, qcfg.UseDoubleQuant, qcfg.SkipModules, orDefault(o.embedDType, "float32"), len(quant.Layers(q)))
-	fmt.Printf("weights (tensor bytes): 4-bit model %s B, float32 %s B: %.1f%%; quantized layers alone %.4f bytes/weight, %.1f%% of float32\n",
-		peft.Commas(qBytes), peft.Commas(fBytes), pct(qBytes, fBytes), float64(linQ)/float64(linF/4), pct(linQ, linF))
-	fmt.Printf("RSS growth on load: 4-bit %s B, float32 %s B: %.1f%% (load %.2fs vs %.2fs)\n",
-		peft.Commas(rss1-rss0), peft.Commas(rss2-rss1), pct(rss1-rss0, rss2-rss1), qLoad.Seconds(), fLoad.Seconds())
+	fmt.Printf("weights (tensor bytes): 4-bit model %s B, float32 %s B: %.1f%%; the quantized layers: %.4f bytes/weight, %.1f%% of float32\n",
+		peft.Commas(qBytes), peft.Commas(fBytes), pct(qBytes, fBytes), float64(linQ)/float64(linN), pct(linQ, 4*linN))
+	fmt.Printf("RSS growth of a fresh process loading it: 4-bit %s B, float32 %s B: %.1f%% (load %.2f s vs %.2f s)\n",
+		peft.Commas(ml["quantized"].rss), peft.Commas(ml["float"].rss), pct(ml["quantized"].rss, ml["float"].rss), ml["quantized"].sec, ml["float"].sec)
+	fPPL, err := perplexity(f, heldA, o.batch)
+	if err != nil {
+		return err
+	}
+	qPPL, err := perplexity(q, heldA, o.batch)
+	if err != nil {
+		return err
+	}
+	diff, scale, err := logitsDiff(f, q, heldA[:o.batch])
+	if err != nil {
+		return err
+	}
+	fmt.Printf("held-out task A: logits max abs diff %.4g (max |logit| %.2f); perplexity float32 %.4f, 4-bit %.4f (%+.2f%%)\n\n",
+		diff, scale, fPPL, qPPL, 100*(qPPL/fPPL-1))
 
-	const K = 128
-	trainSet := corpus(1, 16*o.batch, o.seq, K)
-	heldOut := corpus(2, 2*o.batch, o.seq, K)
-	fPPL, err := perplexity(f, heldOut, o.batch)
-	if err != nil {
-		return err
-	}
-	qPPL, err := perplexity(q, heldOut, o.batch)
-	if err != nil {
-		return err
-	}
-	diff, err := logitsDiff(f, q, heldOut[:o.batch])
-	if err != nil {
-		return err
-	}
-	fmt.Printf("base, held-out: logits max abs diff %.4g; perplexity float32 %.3f, 4-bit %.3f (%+.3f%%)\n\n", diff, fPPL, qPPL, 100*(qPPL/fPPL-1))
-
-	// 2. QLoRA and LoRA, same A initialisation and batches
+	// 2. QLoRA and LoRA on task B, same A initialisation and batches
+	trainB, heldB := corpus(3, 16*o.batch, o.seq, taskB), corpus(4, 2*o.batch, o.seq, taskB)
 	lcfg := func() *lora.Config {
 		return &lora.Config{R: o.r, LoraAlpha: float64(2 * o.r), TargetModules: lora.Regex("all-linear")}
 	}
@@ -183,25 +240,34 @@ func run(o options) error {
 		return err
 	}
 	fmt.Println("LoRA: ", peft.TrainableSummary(fm))
-	qr, err := fit(qm, trainSet, o)
+	bq, err := perplexity(qm, heldB, o.batch)
+	if err != nil {
+		return err
+	}
+	bf, err := perplexity(fm, heldB, o.batch)
+	if err != nil {
+		return err
+	}
+	qr, err := fit(qm, qm.TrainableParams(), trainB, o.steps, o.lr, o)
 	if err != nil {
 		return fmt.Errorf("QLoRA: %w", err)
 	}
-	fr, err := fit(fm, trainSet, o)
+	fr, err := fit(fm, fm.TrainableParams(), trainB, o.steps, o.lr, o)
 	if err != nil {
 		return fmt.Errorf("LoRA: %w", err)
 	}
-	qAfter, err := perplexity(qm, heldOut, o.batch)
+	qAfter, err := perplexity(qm, heldB, o.batch)
 	if err != nil {
 		return err
 	}
-	fAfter, err := perplexity(fm, heldOut, o.batch)
+	fAfter, err := perplexity(fm, heldB, o.batch)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%-6s %-44s %9s %8s %10s %13s\n", "run", "train loss (first → every 10th → last)", "held-out", "s/step", "peak RSS", "step RSS Δ")
-	fmt.Printf("%-6s %-44s %9.3f %8.2f %10s %13s\n", "QLoRA", qr.curve(), qAfter, qr.stepSec, mib(qr.peak), mib(qr.peak-qr.start))
-	fmt.Printf("%-6s %-44s %9.3f %8.2f %10s %13s\n\n", "LoRA", fr.curve(), fAfter, fr.stepSec, mib(fr.peak), mib(fr.peak-fr.start))
+	fmt.Printf("task B, %d steps, lr %g, batch %d×%d:\n", o.steps, o.lr, o.batch, o.seq)
+	fmt.Printf("%-6s %-52s %18s %7s %10s\n", "run", "train loss (first, every 10th → last)", "held-out B ppl", "s/step", "step RSS+")
+	fmt.Printf("%-6s %-52s %8.2f → %7.3f %7.2f %10s\n", "QLoRA", qr.curve(), bq, qAfter, qr.stepSec, mib(qr.peak-qr.start))
+	fmt.Printf("%-6s %-52s %8.2f → %7.3f %7.2f %10s\n\n", "LoRA", fr.curve(), bf, fAfter, fr.stepSec, mib(fr.peak-fr.start))
 
 	// 3. the QLoRA adapter on the float32 base
 	out := o.out
@@ -223,16 +289,16 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	tPPL, err := perplexity(onF32, heldOut, o.batch)
+	tPPL, err := perplexity(onF32, heldB, o.batch)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("adapter saved to %s: %d tensors, e.g. %s\n", out, len(keys), keys[0])
-	fmt.Printf("QLoRA adapter on the float32 base (peft.Load): held-out perplexity %.3f (on the 4-bit base %.3f)\n", tPPL, qAfter)
+	fmt.Printf("adapter saved to %s: %d tensors (%s, …)\n", out, len(keys), keys[0])
+	fmt.Printf("QLoRA adapter on the float32 base (peft.Load): held-out B perplexity %.3f (on the 4-bit base %.3f)\n", tPPL, qAfter)
 	nn.FreeParams(onF32)
 
 	// 4. QLoRA merged into a float32 model
-	want, err := lastLogits(qm, heldOut[:o.batch])
+	want, err := lastLogits(qm, heldB[:o.batch])
 	if err != nil {
 		return err
 	}
@@ -243,58 +309,85 @@ func run(o options) error {
 	if err := quant.Dequantize(merged); err != nil {
 		return err
 	}
-	got, err := lastLogits(merged, heldOut[:o.batch])
+	got, err := lastLogits(merged, heldB[:o.batch])
 	if err != nil {
 		return err
 	}
-	mPPL, err := perplexity(merged, heldOut, o.batch)
+	mPPL, err := perplexity(merged, heldB, o.batch)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("merged + dequantized: %d 4-bit layers left, %s bytes of weights, logits max abs diff to the QLoRA model %.3g, held-out perplexity %.3f\n",
+	fmt.Printf("QLoRA merged + dequantized: %d 4-bit layers left, %s B of weights, logits max abs diff to the QLoRA model %.3g, held-out B perplexity %.3f\n",
 		len(quant.Layers(merged)), peft.Commas(quant.WeightBytes(merged)), maxDiff(want, got), mPPL)
 	nn.FreeParams(merged)
-
-	// 5. the float32-trained model, quantized
-	trained, err := fm.MergeAndUnload()
-	if err != nil {
-		return err
-	}
-	tw, err := lastLogits(trained, heldOut[:o.batch])
-	if err != nil {
-		return err
-	}
-	if err := quant.Quantize(trained, qcfg); err != nil {
-		return err
-	}
-	tq, err := lastLogits(trained, heldOut[:o.batch])
-	if err != nil {
-		return err
-	}
-	tqPPL, err := perplexity(trained, heldOut, o.batch)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("float32-trained model (LoRA merged) in 4 bits: logits max abs diff %.4g, held-out perplexity %.3f → %.3f (%+.2f%%)\n",
-		maxDiff(tw, tq), fAfter, tqPPL, 100*(tqPPL/fAfter-1))
-	nn.FreeParams(trained)
+	nn.FreeParams(fm)
 	return nil
 }
 
-// corpus makes n sequences of length l over ids [0, k): each token is
-// (7·prev + 3) mod k with probability 0.9, else uniform.
-func corpus(seed uint64, n, l int64, k int64) [][]int64 {
+type loadFigures struct {
+	rss int64
+	sec float64
+}
+
+// measureInChild runs this program with -measure-load in a fresh process.
+func measureInChild(o options, dir, kind string) (loadFigures, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return loadFigures{}, err
+	}
+	args := []string{"-measure-load", kind, "-model", dir, "-quant", o.quantType,
+		"-double-quant=" + strconv.FormatBool(o.doubleQuant), "-skip", o.skip, "-embed-dtype", o.embedDType}
+	cmd := exec.Command(exe, args...)
+	cmd.Stderr = os.Stderr
+	outb, err := cmd.Output()
+	if err != nil {
+		return loadFigures{}, fmt.Errorf("measure %s load: %w", kind, err)
+	}
+	var fig loadFigures
+	_, err = fmt.Sscanf(strings.TrimSpace(string(outb)), "%d %g", &fig.rss, &fig.sec)
+	return fig, err
+}
+
+// measureLoad loads one model after warming libtorch up and prints the RSS
+// growth and the load time.
+func measureLoad(o options) error {
+	s := tensor.NoGradScope() // libtorch's own start-up allocations first
+	s.Float32s(s.Matmul(s.Ones(tensor.Float32, 64, 64), s.Ones(tensor.Float32, 64, 64)))
+	s.Close()
+	runtime.GC()
+	rss0 := memstat.RSS()
+	t0 := time.Now()
+	var m *llama.Model
+	var err error
+	if o.measure == "quantized" {
+		m, err = llama.LoadQuantized(o.model, o.quantConfig())
+	} else {
+		m, err = llama.Load(o.model)
+	}
+	if err != nil {
+		return err
+	}
+	sec := time.Since(t0).Seconds()
+	runtime.GC()
+	fmt.Println(memstat.RSS()-rss0, sec)
+	m.Free()
+	return nil
+}
+
+// corpus makes n sequences of length l over ids [0, 128): each token is
+// (a·prev + c) mod 128 with probability 0.9, else uniform.
+func corpus(seed uint64, n, l int64, rule [2]int64) [][]int64 {
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	out := make([][]int64, n)
 	for i := range out {
 		seq := make([]int64, l)
-		t := rng.Int64N(k)
+		t := rng.Int64N(vocabUsed)
 		for j := range seq {
 			seq[j] = t
 			if rng.Float64() < 0.9 {
-				t = (7*t + 3) % k
+				t = (rule[0]*t + rule[1]) % vocabUsed
 			} else {
-				t = rng.Int64N(k)
+				t = rng.Int64N(vocabUsed)
 			}
 		}
 		out[i] = seq
@@ -341,23 +434,24 @@ func lastLogits(m forwarder, seqs [][]int64) ([]float32, error) {
 	return v, s.Err()
 }
 
-func logitsDiff(a, b forwarder, seqs [][]int64) (float64, error) {
+// logitsDiff is the max abs difference of two models' logits and the
+// largest |logit| of the first.
+func logitsDiff(a, b forwarder, seqs [][]int64) (diff, scale float64, err error) {
 	x, err := lastLogits(a, seqs)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	y, err := lastLogits(b, seqs)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return maxDiff(x, y), nil
+	return maxDiff(x, y), maxDiff(x, make([]float32, len(x))), nil
 }
 
 type runResult struct {
-	losses            []float64
-	stepSec           float64
-	start, peak       int64
-	firstStepDuration time.Duration
+	losses      []float64
+	stepSec     float64
+	start, peak int64
 }
 
 func (r runResult) curve() string {
@@ -368,19 +462,20 @@ func (r runResult) curve() string {
 	return s + fmt.Sprintf(" → %.3f", r.losses[len(r.losses)-1])
 }
 
-// fit trains m's trainable parameters with AdamW over trainSet in order,
-// o.batch sequences per step.
-func fit(m *peft.Model, trainSet [][]int64, o options) (runResult, error) {
+// fit trains params with AdamW over trainSet in order, o.batch sequences
+// per step, and records the losses, the median step time and the RSS
+// before and at the peak.
+func fit(m forwarder, params []nn.NamedParam, trainSet [][]int64, steps int, lr float64, o options) (runResult, error) {
 	nn.SetTraining(m, true)
 	defer nn.SetTraining(m, false)
-	opt := train.NewAdamW(m.TrainableParams(), train.AdamWConfig{LR: o.lr})
+	opt := train.NewAdamW(params, train.AdamWConfig{LR: lr})
 	defer opt.Free()
 	runtime.GC()
 	r := runResult{start: memstat.RSS()}
 	_ = memstat.ResetPeak()
 	var times []float64
 	nb := int64(len(trainSet)) / o.batch
-	for step := 0; step < o.steps; step++ {
+	for step := 0; step < steps; step++ {
 		t0 := time.Now()
 		s := tensor.NewScope()
 		i := int64(step) % nb * o.batch
@@ -441,11 +536,4 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
-}
-
-func modelName(o options, dir string) string {
-	if o.bench {
-		return "benchmark config (random init)"
-	}
-	return dir
 }
