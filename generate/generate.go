@@ -532,17 +532,14 @@ func reorderCache(s *tensor.Scope, c *models.Cache, from []int64) error {
 	idx := s.FromInt64(from, int64(len(from)))
 	for l := range c.Layers {
 		kv := &c.Layers[l]
-		for _, t := range []**tensor.T{&kv.K, &kv.V} {
-			if *t == nil {
-				continue
-			}
-			moved := s.Keep(s.IndexSelect(*t, 0, idx))
-			if err := s.Err(); err != nil {
-				return fmt.Errorf("generate: reorder cache: %w", err)
-			}
-			(*t).Free()
-			*t = moved
+		if kv.K == nil {
+			continue
 		}
+		k, v := s.Keep(s.IndexSelect(kv.K, 0, idx)), s.Keep(s.IndexSelect(kv.V, 0, idx))
+		if err := s.Err(); err != nil {
+			return fmt.Errorf("generate: reorder cache: %w", err)
+		}
+		kv.Set(k, v)
 	}
 	s.FreeAll()
 	return nil

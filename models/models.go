@@ -78,6 +78,9 @@ type Output struct {
 // KV is one layer's keys and values, [B, kv_heads, T, head_dim].
 type KV struct {
 	K, V *tensor.T
+	// kBuf and vBuf, when set, are the storage a decoding cache grows in
+	// place: K and V are views of their first T positions (see AttendKV).
+	kBuf, vBuf *tensor.T
 }
 
 // Cache holds every layer's keys and values across decoding steps. It owns
@@ -100,9 +103,7 @@ func (c *Cache) Free() {
 		return
 	}
 	for i := range c.Layers {
-		c.Layers[i].K.Free()
-		c.Layers[i].V.Free()
-		c.Layers[i] = KV{}
+		c.Layers[i].free()
 	}
 }
 

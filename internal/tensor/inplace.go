@@ -90,3 +90,13 @@ func (s *Scope) FreeSince(mark int, keep ...*T) {
 	}
 	s.owned = kept
 }
+
+// Copy_ copies src into dst in place (dst may be a view: a narrowed slice
+// of a larger tensor is written through).
+func (s *Scope) Copy_(dst, src *T) {
+	if !s.ok(dst, src) {
+		return
+	}
+	lib.AtCopy_(dst.c, src.c)
+	s.check("copy_")
+}

@@ -430,22 +430,7 @@ func (m *Model) attention(s *tensor.Scope, a *Attention, h, alibi, mask *tensor.
 	q := s.Transpose(s.Select(qkv, 3, 0), 1, 2)                 // [B, H, L, D]
 	k := s.Transpose(s.Select(qkv, 3, 1), 1, 2)
 	v := s.Transpose(s.Select(qkv, 3, 2), 1, 2)
-	if prefix != nil { // prefix keys/values go first
-		pk, pv := prefix.K, prefix.V
-		if pk.Size(0) != B {
-			pk, pv = s.Expand(pk, B, -1, -1, -1), s.Expand(pv, B, -1, -1, -1)
-		}
-		k, v = s.Cat(2, pk, k), s.Cat(2, pv, v)
-	}
-	if past != nil {
-		k, v = s.Cat(2, past.K, k), s.Cat(2, past.V, v)
-	}
-	if newKV != nil && s.Err() == nil { // the cache takes k and v; the old entries were concatenated in
-		old := *newKV
-		newKV.K, newKV.V = s.Keep(s.Contiguous(k)), s.Keep(s.Contiguous(v))
-		old.K.Free()
-		old.V.Free()
-	}
+	k, v = models.AttendKV(s, prefix, past, newKV, k, v) // prefix keys/values go first
 	if s.Err() != nil {
 		return nil
 	}

@@ -402,22 +402,7 @@ func (m *Model) attention(s *tensor.Scope, idx int, a *Attention, h, causal, pad
 	q := heads(s.Narrow(qkv, 2, 0, E))
 	k := heads(s.Narrow(qkv, 2, E, E))
 	v := heads(s.Narrow(qkv, 2, 2*E, E))
-	if prefix != nil { // prefix keys/values go first
-		pk, pv := prefix.K, prefix.V
-		if pk.Size(0) != B {
-			pk, pv = s.Expand(pk, B, -1, -1, -1), s.Expand(pv, B, -1, -1, -1)
-		}
-		k, v = s.Cat(2, pk, k), s.Cat(2, pv, v)
-	}
-	if past != nil {
-		k, v = s.Cat(2, past.K, k), s.Cat(2, past.V, v)
-	}
-	if newKV != nil && s.Err() == nil { // the cache takes k and v; the old entries were concatenated in
-		old := *newKV
-		newKV.K, newKV.V = s.Keep(s.Contiguous(k)), s.Keep(s.Contiguous(v))
-		old.K.Free()
-		old.V.Free()
-	}
+	k, v = models.AttendKV(s, prefix, past, newKV, k, v) // prefix keys/values go first
 	if s.Err() != nil {
 		return nil
 	}

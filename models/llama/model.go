@@ -407,22 +407,7 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *ten
 	v := s.Transpose(s.View(a.VProj.Forward(s, h), B, L, KV, D), 1, 2)
 	q = applyRotary(s, q, cos, sin)
 	k = applyRotary(s, k, cos, sin)
-	if prefix != nil { // prefix keys go first and are never rotated
-		pk, pv := prefix.K, prefix.V
-		if pk.Size(0) != B {
-			pk, pv = s.Expand(pk, B, -1, -1, -1), s.Expand(pv, B, -1, -1, -1)
-		}
-		k, v = s.Cat(2, pk, k), s.Cat(2, pv, v)
-	}
-	if past != nil {
-		k, v = s.Cat(2, past.K, k), s.Cat(2, past.V, v)
-	}
-	if newKV != nil && s.Err() == nil { // the cache takes k and v; the old entries were concatenated in
-		old := *newKV
-		newKV.K, newKV.V = s.Keep(k), s.Keep(v)
-		old.K.Free()
-		old.V.Free()
-	}
+	k, v = models.AttendKV(s, prefix, past, newKV, k, v) // prefix keys are never rotated
 	if s.Err() != nil {
 		return nil
 	}
