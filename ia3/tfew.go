@@ -166,6 +166,10 @@ func TFewLossFromLogits(s *tensor.Scope, logits *tensor.T, b *ChoiceBatch) *TFew
 // unlikely, log(1 − p) clamped at 1e-12), and counts the tokens: [E·N] each.
 func choiceLogProbs(s *tensor.Scope, logits *tensor.T, b *ChoiceBatch, unlikely bool) (sum, length *tensor.T) {
 	R, L := int64(b.E*b.N), int64(b.Len)
+	if sh := logits.Shape(); len(sh) == 3 && sh[0] == R && sh[1] > L {
+		// prompt tuning / P-tuning: the virtual tokens' logits come first
+		logits = s.Narrow(logits, 1, sh[1]-L, L)
+	}
 	if sh := logits.Shape(); len(sh) != 3 || sh[0] != R || sh[1] != L {
 		return s.Failf("ia3: logits of shape %v for a choice batch of %d rows of %d tokens", logits.Shape(), R, L), nil
 	}

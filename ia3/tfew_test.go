@@ -153,3 +153,24 @@ func toF64(v []float32) []float64 {
 	}
 	return out
 }
+
+// A prompt-learning model's logits start with its virtual tokens' positions
+// (as in PEFT): rank classification scores only the real tokens' positions.
+func TestRankClassifySkipsVirtualTokens(t *testing.T) {
+	_, model := handExample(t)
+	const virtual, vocab = 2, 3
+	var v []float32
+	for row := 0; row < 2; row++ {
+		for i := 0; i < virtual*vocab; i++ {
+			v = append(v, float32(100*(i%vocab))) // would dominate if scored
+		}
+		v = append(v, model.v[row*9:(row+1)*9]...)
+	}
+	prompted := fixedLogits{v, []int64{2, 3 + virtual, vocab}}
+	ex := []ia3.MultipleChoice{{Input: []int64{2}, Choices: [][]int64{{1}, {2, 0}}}}
+	_, want, err := ia3.RankClassify(model, ex, 0)
+	require.NoError(t, err)
+	_, got, err := ia3.RankClassify(prompted, ex, 0)
+	require.NoError(t, err)
+	require.InDeltaSlice(t, want[0], got[0], 1e-9)
+}

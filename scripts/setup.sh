@@ -43,6 +43,21 @@ fi
 cuda=0
 [ -e "$torch_lib/libtorch_cuda.so" ] && cuda=1
 
+# ---- 1b. the poems make demo trains on (Debian's fortunes-zh, GPL) ----------
+# examples/quickstart reads /usr/share/games/fortunes/{tang300,song100}; they
+# are never copied into the repository.
+if [ ! -f /usr/share/games/fortunes/tang300 ] || [ ! -f /usr/share/games/fortunes/song100 ]; then
+  if command -v apt-get >/dev/null; then
+    say "installing fortunes-zh (Tang and Song poems for make demo) with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq fortunes-zh >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get install -y -qq fortunes-zh >/dev/null; } ||
+      echo "setup: WARNING: could not install fortunes-zh; make demo needs it (apt-get install fortunes-zh)" >&2
+  else
+    echo "setup: WARNING: no apt-get: make demo needs Debian's fortunes-zh poems in /usr/share/games/fortunes" >&2
+  fi
+fi
+
 # ---- 2. BLAS: libtorch must see the OpenMP build of OpenBLAS --------------
 # The pthread build (pulled in by python3-torch) wins the alternatives by
 # priority, fights libtorch's OpenMP threads and makes training ~5x slower.
