@@ -3,11 +3,12 @@
 //
 //  0. a base model that knows something: the checkpoint (or the benchmark
 //     config, randomly initialised) trained in full for -pretrain steps on
-//     task A, saved as a HF folder;
+//     task A, real text, saved as a HF folder;
 //  1. that base loaded in 4 bits (llama.LoadQuantized: NF4 + double
 //     quantization by default, lm_head kept in float) against float32 —
-//     weight memory (tensor bytes, and RSS growth of a fresh process
-//     loading each), logits max abs diff and perplexity on held-out task A;
+//     weight memory (tensor bytes; and, measured in a fresh process loading
+//     each, the growth of live malloc'd bytes and of resident anonymous
+//     memory), logits max abs diff and perplexity on held-out text;
 //  2. LoRA on every linear layer trained on task B over the 4-bit base
 //     (QLoRA) and over the float32 base (LoRA), same initialisation and
 //     batches: losses, held-out task B perplexity, step time and the
@@ -17,16 +18,20 @@
 //  4. the QLoRA model merged into a float32 model (MergeAndUnload, then
 //     quant.Dequantize for anything left in 4 bits).
 //
-// The data is synthetic: sequences over 128 token ids where each token
-// follows the previous one by a fixed rule 90% of the time (task A:
-// 7t+3 mod 128, task B: 5t+1 mod 128; a model that knows the rule reaches a
-// perplexity of about 2.3); held-out sequences come from other seeds.
-// glibc's allocator runs with a fixed mmap threshold (the program re-executes
+// Task A is real text, one token per byte (ids 0–255, which every vocabulary
+// here has): -text (by default the HF PEFT reference notes, 60 KB of English
+// prose, tables and code), cut into sequences of -seq bytes; the first 90%
+// trains, the last 10% is held out. Task B is synthetic: sequences over 128
+// ids where each token follows the previous one by a fixed rule (5t+1 mod
+// 128) 90% of the time — a model that knows the rule reaches a perplexity
+// of about 2.3; held-out sequences come from another seed. glibc's
+// allocator runs with a fixed mmap threshold (the program re-executes
 // itself with MALLOC_MMAP_THRESHOLD_ set) so that freed tensors leave RSS.
 //
 //	go run ./examples/qlora                     # llama-tiny fixture, seconds
 //	go run ./examples/qlora -bench              # the 33.5M benchmark config, minutes on 2 cores
 //	go run ./examples/qlora -quant fp4 -double-quant=false -skip none -embed-dtype bfloat16
+//	go run ./examples/qlora -bench -base-out /tmp/base && go run ./examples/qlora -model /tmp/base -pretrain 0 -skip none
 package main
 
 import (
@@ -38,6 +43,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -57,12 +63,12 @@ import (
 )
 
 type options struct {
-	model, out, quantType, skip, embedDType string
-	bench, doubleQuant                      bool
-	pretrain, steps, r                      int
-	lr, pretrainLR                          float64
-	batch, seq                              int64
-	measure                                 string // internal: load one model in this process and print its RSS growth
+	model, out, baseOut, quantType, skip, embedDType, text string
+	bench, doubleQuant                                     bool
+	pretrain, steps, r                                     int
+	lr, pretrainLR                                         float64
+	batch, seq                                             int64
+	measure                                                string // internal: load one model in this process and print its RSS growth
 }
 
 const mmapThreshold = "131072"
@@ -70,12 +76,13 @@ const mmapThreshold = "131072"
 func main() {
 	var o options
 	flag.StringVar(&o.model, "model", "../shared/fixtures/hf/llama-tiny", "HF LLaMA folder")
+	flag.StringVar(&o.text, "text", "../shared/reference/hf-peft.md", "task A: a text file, one token per byte (90% trains, 10% held out)")
 	flag.BoolVar(&o.bench, "bench", false, "use the 33.5M benchmark config (hidden 512, 8 layers, vocab 8000; random init) instead of -model")
 	flag.StringVar(&o.quantType, "quant", "nf4", "4-bit codebook: nf4 or fp4")
 	flag.BoolVar(&o.doubleQuant, "double-quant", true, "quantize the absmax scales too (8-bit, blocks of 256)")
 	flag.StringVar(&o.skip, "skip", "lm_head", "the layer kept in float, or 'none' to quantize lm_head too")
 	flag.StringVar(&o.embedDType, "embed-dtype", "", "store embed_tokens in this dtype in the 4-bit model (bfloat16); default float32")
-	flag.IntVar(&o.pretrain, "pretrain", 150, "full-training steps on task A before anything else (0: use the weights as they are)")
+	flag.IntVar(&o.pretrain, "pretrain", 150, "full-training steps on task A before anything else (0: use the checkpoint's weights as they are)")
 	flag.Float64Var(&o.pretrainLR, "pretrain-lr", 3e-3, "AdamW learning rate of the pretraining")
 	flag.IntVar(&o.steps, "steps", 60, "training steps of each LoRA run")
 	flag.Float64Var(&o.lr, "lr", 1e-2, "AdamW learning rate of the LoRA runs")
@@ -83,6 +90,7 @@ func main() {
 	flag.Int64Var(&o.batch, "batch", 8, "sequences per step")
 	flag.Int64Var(&o.seq, "seq", 64, "tokens per sequence")
 	flag.StringVar(&o.out, "out", "", "where to save the QLoRA adapter (default: a temporary folder)")
+	flag.StringVar(&o.baseOut, "base-out", "", "where to save the pretrained base (default: a temporary folder); -model it with -pretrain 0 to reuse it")
 	flag.StringVar(&o.measure, "measure-load", "", "internal: 'quantized' or 'float': load -model, print RSS growth and exit")
 	flag.Parse()
 	if os.Getenv("MALLOC_MMAP_THRESHOLD_") == "" { // glibc reads it at start-up
@@ -122,8 +130,8 @@ func (o options) quantConfig() quant.Config {
 	return c
 }
 
-// task A and task B: the rule each token follows 90% of the time.
-var taskA, taskB = [2]int64{7, 3}, [2]int64{5, 1}
+// task B: the rule each token follows 90% of the time.
+var taskB = [2]int64{5, 1}
 
 const vocabUsed = 128
 
@@ -155,8 +163,15 @@ func run(o options) error {
 	}
 	fmt.Printf("model %s: hidden %d, %d layers, vocab %d, %s parameters\n", name, base.Config.HiddenSize,
 		base.Config.NumHiddenLayers, base.Config.VocabSize, peft.Commas(count(base)))
-	heldA := corpus(2, 2*o.batch, o.seq, taskA)
-	if o.pretrain > 0 || o.bench {
+	if base.Config.VocabSize < 256 {
+		return fmt.Errorf("vocab %d: task A needs the 256 byte ids", base.Config.VocabSize)
+	}
+	trainA, heldA, err := textCorpus(o.text, o.seq, o.batch)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("task A: %s, %d training and %d held-out sequences of %d bytes\n", o.text, len(trainA), len(heldA), o.seq)
+	if o.pretrain > 0 {
 		before, err := perplexity(base, heldA, o.batch)
 		if err != nil {
 			return err
@@ -164,7 +179,7 @@ func run(o options) error {
 		if err := nn.Unfreeze(base); err != nil {
 			return err
 		}
-		r, err := fit(base, nn.TrainableParams(base), corpus(1, 16*o.batch, o.seq, taskA), o.pretrain, o.pretrainLR, o)
+		r, err := fit(base, nn.TrainableParams(base), trainA, o.pretrain, o.pretrainLR, o)
 		if err != nil {
 			return fmt.Errorf("pretraining: %w", err)
 		}
@@ -172,9 +187,14 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("pretrained on task A (%d full steps, lr %g, %.2f s/step): loss %s; held-out A perplexity %.1f → %.3f\n",
+		fmt.Printf("pretrained on task A (%d full steps, lr %g, %.2f s/step): loss %s; held-out text perplexity %.1f → %.3f\n",
 			o.pretrain, o.pretrainLR, r.stepSec, r.curve(), before, after)
+	}
+	if o.pretrain > 0 || o.bench {
 		dir = filepath.Join(tmp, "base")
+		if o.baseOut != "" {
+			dir = o.baseOut
+		}
 		if err := base.Save(dir); err != nil {
 			return err
 		}
@@ -206,7 +226,9 @@ func run(o options) error {
 		qcfg.QuantType, qcfg.UseDoubleQuant, qcfg.SkipModules, orDefault(o.embedDType, "float32"), len(quant.Layers(q)))
 	fmt.Printf("weights (tensor bytes): 4-bit model %s B, float32 %s B: %.1f%%; the quantized layers: %.4f bytes/weight, %.1f%% of float32\n",
 		peft.Commas(qBytes), peft.Commas(fBytes), pct(qBytes, fBytes), float64(linQ)/float64(linN), pct(linQ, 4*linN))
-	fmt.Printf("RSS growth of a fresh process loading it: 4-bit %s B, float32 %s B: %.1f%% (load %.2f s vs %.2f s)\n",
+	fmt.Printf("measured in a fresh process loading it: growth of live malloc'd bytes 4-bit %s B, float32 %s B: %.1f%%; of which Free gives back 4-bit %s B, float32 %s B: %.1f%%; resident anonymous memory 4-bit %s B, float32 %s B: %.1f%% (load %.2f s vs %.2f s)\n",
+		peft.Commas(ml["quantized"].malloc), peft.Commas(ml["float"].malloc), pct(ml["quantized"].malloc, ml["float"].malloc),
+		peft.Commas(ml["quantized"].owned), peft.Commas(ml["float"].owned), pct(ml["quantized"].owned, ml["float"].owned),
 		peft.Commas(ml["quantized"].rss), peft.Commas(ml["float"].rss), pct(ml["quantized"].rss, ml["float"].rss), ml["quantized"].sec, ml["float"].sec)
 	fPPL, err := perplexity(f, heldA, o.batch)
 	if err != nil {
@@ -220,7 +242,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("held-out task A: logits max abs diff %.4g (max |logit| %.2f); perplexity float32 %.4f, 4-bit %.4f (%+.2f%%)\n\n",
+	fmt.Printf("held-out text: logits max abs diff %.4g (max |logit| %.2f); perplexity float32 %.4f, 4-bit %.4f (%+.2f%%)\n\n",
 		diff, scale, fPPL, qPPL, 100*(qPPL/fPPL-1))
 
 	// 2. QLoRA and LoRA on task B, same A initialisation and batches
@@ -325,8 +347,8 @@ func run(o options) error {
 }
 
 type loadFigures struct {
-	rss int64
-	sec float64
+	malloc, owned, rss int64
+	sec                float64
 }
 
 // measureInChild runs this program with -measure-load in a fresh process.
@@ -344,21 +366,35 @@ func measureInChild(o options, dir, kind string) (loadFigures, error) {
 		return loadFigures{}, fmt.Errorf("measure %s load: %w", kind, err)
 	}
 	var fig loadFigures
-	_, err = fmt.Sscanf(strings.TrimSpace(string(outb)), "%d %g", &fig.rss, &fig.sec)
+	_, err = fmt.Sscanf(strings.TrimSpace(string(outb)), "%d %d %d %g", &fig.malloc, &fig.owned, &fig.rss, &fig.sec)
 	return fig, err
 }
 
-// measureLoad loads one model after warming libtorch up and prints the RSS
-// growth and the load time.
+// measureLoad loads one model after warming up and prints the growth of
+// live malloc'd bytes, the part of it that freeing the model gives back,
+// the growth of resident anonymous memory (the heap, without mapped files:
+// the checkpoint, libtorch's code), and the load time.
 func measureLoad(o options) error {
-	s := tensor.NoGradScope() // libtorch's own start-up allocations first
+	// the one-time costs first: libtorch's start-up, the quantization ops'
+	// first use (their code pages, OpenMP threads), the code tables
+	s := tensor.NoGradScope()
 	s.Float32s(s.Matmul(s.Ones(tensor.Float32, 64, 64), s.Ones(tensor.Float32, 64, 64)))
+	q, err := quant.NewLinear(s.Randn(tensor.Float32, 256, 512), nil, o.quantConfig())
+	if err != nil {
+		return err
+	}
+	s.Float32s(q.Forward(s, s.Randn(tensor.Float32, 2, 512)))
+	nn.FreeParams(q)
+	q.FreeBuffers()
+	s.Float32s(s.To(s.To(s.Ones(tensor.Float32, 8), tensor.BFloat16), tensor.Float32))
+	if err := s.Err(); err != nil {
+		return err
+	}
 	s.Close()
-	runtime.GC()
-	rss0 := memstat.RSS()
+	settle()
+	m0, rss0 := mallocInUse(), rssAnon()
 	t0 := time.Now()
 	var m *llama.Model
-	var err error
 	if o.measure == "quantized" {
 		m, err = llama.LoadQuantized(o.model, o.quantConfig())
 	} else {
@@ -368,10 +404,58 @@ func measureLoad(o options) error {
 		return err
 	}
 	sec := time.Since(t0).Seconds()
-	runtime.GC()
-	fmt.Println(memstat.RSS()-rss0, sec)
+	settle()
+	loaded, rss := mallocInUse(), rssAnon()
 	m.Free()
+	settle()
+	// what stays after Free was built during the load but is not the
+	// model's (libtorch's per-thread and per-op state)
+	fmt.Println(loaded-m0, loaded-mallocInUse(), rss-rss0, sec)
 	return nil
+}
+
+func settle() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
+
+// rssAnon is the RssAnon line of /proc/self/status in bytes (0 if absent).
+func rssAnon() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// textCorpus cuts the bytes of file into sequences of l token ids (one per
+// byte): the first 90% for training, the rest held out, each a multiple of
+// batch sequences.
+func textCorpus(file string, l, batch int64) (trainSet, held [][]int64, err error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, fmt.Errorf("task A text: %w", err)
+	}
+	n := int64(len(b)) / l
+	nTrain := n * 9 / 10 / batch * batch
+	nHeld := (n - nTrain) / batch * batch
+	if nTrain == 0 || nHeld == 0 {
+		return nil, nil, fmt.Errorf("task A text %s: %d bytes make %d sequences of %d; want at least %d", file, len(b), n, l, 20*batch)
+	}
+	seqs := make([][]int64, n)
+	for i := range seqs {
+		seqs[i] = make([]int64, l)
+		for j := range seqs[i] {
+			seqs[i][j] = int64(b[int64(i)*l+int64(j)])
+		}
+	}
+	return seqs[:nTrain], seqs[n-nHeld:], nil
 }
 
 // corpus makes n sequences of length l over ids [0, 128): each token is

@@ -141,9 +141,12 @@ func load(dir string, step loadStep) (*Model, error) {
 		// some tied checkpoints also store lm_head.weight: the tie wins, as in HF
 		opts.IgnoreUnexpected = func(k string) bool { return k == "lm_head.weight" }
 	}
-	// Non-persistent buffers that older transformers versions saved.
+	// Non-persistent buffers that older transformers versions saved. (The
+	// tied-head rule is read once here: reading opts.IgnoreUnexpected inside
+	// the closure would call the closure itself, without end.)
+	tiedHead := opts.IgnoreUnexpected
 	ignoreRotary := func(k string) bool {
-		return filepath.Ext(k) == ".inv_freq" || (opts.IgnoreUnexpected != nil && opts.IgnoreUnexpected(k))
+		return filepath.Ext(k) == ".inv_freq" || (tiedHead != nil && tiedHead(k))
 	}
 	opts.IgnoreUnexpected = func(k string) bool { return own(k) || ignoreRotary(k) }
 	if err := nn.LoadState(m, set, opts); err != nil {

@@ -1,7 +1,9 @@
 package llama
 
 import (
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gopeft/peft/internal/tensor"
@@ -73,4 +75,54 @@ func TestLoadQuantized(t *testing.T) {
 
 	_, err = LoadQuantized(dir, quant.Config{QuantType: "int4"})
 	require.ErrorContains(t, err, "int4")
+}
+
+// Modules chooses the layers to quantize; a checkpoint whose tensor does
+// not fit the config, a tied lm_head asked for in 4 bits and a compute
+// dtype libtorch lacks are errors naming the key, the layer or the dtype.
+func TestLoadQuantizedSelectsAndErrors(t *testing.T) {
+	src := filepath.Join(fixtures(t), "llama-tiny")
+	q, err := LoadQuantized(src, quant.Config{Modules: []string{"mlp"}, SkipModules: []string{"down_proj"}})
+	require.NoError(t, err)
+	layers := quant.Layers(q)
+	require.Len(t, layers, 4) // gate_proj and up_proj of 2 layers
+	require.Contains(t, layers, "model.layers.1.mlp.up_proj")
+	require.NotContains(t, layers, "model.layers.0.mlp.down_proj")
+	require.NotContains(t, layers, "model.layers.0.self_attn.q_proj")
+	q.Free()
+
+	// a config that disagrees with the checkpoint about a quantized weight
+	bad := t.TempDir()
+	for _, name := range []string{"config.json", "model.safetensors"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		require.NoError(t, err)
+		if name == "config.json" {
+			require.Contains(t, string(b), `"intermediate_size": 128`)
+			b = []byte(strings.Replace(string(b), `"intermediate_size": 128`, `"intermediate_size": 96`, 1))
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(bad, name), b, 0o644))
+	}
+	_, err = LoadQuantized(bad, quant.Config{})
+	require.ErrorContains(t, err, "model.layers.0.mlp.gate_proj.weight")
+	require.ErrorContains(t, err, "shape")
+
+	// tied embeddings: lm_head cannot be quantized on its own
+	tied := t.TempDir()
+	for _, name := range []string{"config.json", "model.safetensors"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		require.NoError(t, err)
+		if name == "config.json" {
+			b = []byte(strings.Replace(string(b), `"tie_word_embeddings": false`, `"tie_word_embeddings": true`, 1))
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(tied, name), b, 0o644))
+	}
+	_, err = LoadQuantized(tied, quant.Config{SkipModules: []string{}})
+	require.ErrorContains(t, err, "tie_word_embeddings")
+	m, err := LoadQuantized(tied, quant.Config{}) // lm_head skipped by default: fine
+	require.NoError(t, err)
+	require.Len(t, quant.Layers(m), 14)
+	m.Free()
+
+	_, err = LoadQuantized(src, quant.Config{BlockSize: 100})
+	require.ErrorContains(t, err, "block size 100")
 }

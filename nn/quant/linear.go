@@ -15,7 +15,8 @@ const NestedBlockSize = 256
 // Linear is a 4-bit linear layer (bitsandbytes' Linear4bit): y = x Wᵀ + b
 // with W dequantized on the fly. Weight holds the packed codes, uint8
 // [⌈n/2⌉, 1] for the n = out·in weights (element 2j in the high nibble),
-// and counts as n parameters; Bias stays in float. The quantization
+// and counts as 2·⌈n/2⌉ parameters, PEFT's count for a Params4bit (n for
+// every even n); Bias stays in float. The quantization
 // statistics (bitsandbytes' QuantState) are buffers, not parameters.
 type Linear struct {
 	Weight *nn.Param `nn:"weight"`
@@ -41,6 +42,9 @@ func NewLinear(w *tensor.T, bias *nn.Param, cfg Config) (*Linear, error) {
 		return nil, err
 	}
 	compute, _ := ParseDType(cfg.ComputeDType)
+	if err := checkCompute(compute); err != nil {
+		return nil, err
+	}
 	sh := w.Shape()
 	if len(sh) != 2 {
 		return nil, fmt.Errorf("quant: weight of shape %v, want [out, in]", sh)
@@ -69,8 +73,36 @@ func NewLinear(w *tensor.T, bias *nn.Param, cfg Config) (*Linear, error) {
 		l.FreeBuffers()
 		return nil, fmt.Errorf("quant: %w", err)
 	}
-	l.Weight = nn.NewPackedParam(s.Keep(packed), sh[0]*sh[1])
+	// PEFT's get_nb_trainable_parameters counts a Params4bit as numel · 2 ·
+	// the storage element size (1 for uint8): the out·in weights, rounded up
+	// to even.
+	l.Weight = nn.NewPackedParam(s.Keep(packed), 2*packed.Numel())
 	return l, nil
+}
+
+// computeSupport caches, per compute dtype, whether libtorch runs a linear
+// in it (CPU builds have no float16 matmul).
+var computeSupport sync.Map // tensor.DType → error
+
+// checkCompute runs a 1×2·2×2 linear in dt once and reports libtorch's
+// refusal as an error naming the dtype.
+func checkCompute(dt tensor.DType) error {
+	if dt == tensor.Float32 {
+		return nil
+	}
+	if v, ok := computeSupport.Load(dt); ok {
+		err, _ := v.(error)
+		return err
+	}
+	s := tensor.NoGradScope()
+	s.Linear(s.To(s.Ones(tensor.Float32, 1, 2), dt), s.To(s.Ones(tensor.Float32, 2, 2), dt), nil)
+	err := s.Err()
+	s.Close()
+	if err != nil {
+		err = fmt.Errorf("quant: compute dtype %s: this libtorch cannot run a linear in it (%v); use float32 or bfloat16", dt, err)
+	}
+	computeSupport.Store(dt, err)
+	return err
 }
 
 // quantizeBlocks is bitsandbytes' blockwise quantization of flat (float32

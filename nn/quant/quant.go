@@ -22,8 +22,9 @@
 // difference: a block of zeros gets absmax 0 and dequantizes to zeros
 // (bitsandbytes divides by zero there).
 //
-// Parameter counts treat a packed weight at its logical size, as PEFT's
-// print_trainable_parameters does for Params4bit. A 4-bit model cannot be
+// Parameter counts treat a packed weight as PEFT's
+// print_trainable_parameters does a Params4bit (packed numel × 2 × the
+// 1-byte storage size: each weight once). A 4-bit model cannot be
 // saved as is (nn refuses packed parameters): merge adapters and
 // Dequantize it first, or save the adapter alone, which loads on the
 // full-precision base too.
@@ -63,8 +64,9 @@ type Config struct {
 	BlockSize int64
 	// ComputeDType is the dtype the weight is dequantized to and the
 	// matmul runs in (bnb_4bit_compute_dtype): "float32" (default),
-	// "bfloat16" or "float16" where libtorch has CPU kernels for them. The
-	// output comes back in the input's dtype.
+	// "bfloat16" or "float16" where libtorch has kernels for them (CPU
+	// builds run bfloat16 but not float16: NewLinear and Validate say so).
+	// The output comes back in the input's dtype.
 	ComputeDType string
 	// Modules limits quantization to these Linear layers: a name matches a
 	// layer whose path is the name, ends with "."+name or has it as a run
@@ -112,10 +114,15 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Validate reports a bad field.
+// Validate reports a bad field, and a compute dtype this libtorch cannot
+// run a linear in (CPU builds have no float16 matmul).
 func (c Config) Validate() error {
-	_, err := c.withDefaults()
-	return err
+	c, err := c.withDefaults()
+	if err != nil {
+		return err
+	}
+	dt, _ := ParseDType(c.ComputeDType)
+	return checkCompute(dt)
 }
 
 // Selects reports whether the Linear layer at path (an HF module path such

@@ -171,6 +171,10 @@ func TestRoundTripMatchesIndependentComputation(t *testing.T) {
 						require.Zero(t, got[i])
 					}
 				}
+				// PEFT counts a Params4bit as numel · 2 · element size: the packed
+				// uint8 [⌈n/2⌉, 1] of 7·37 = 259 weights counts 260
+				require.Equal(t, []int64{int64(n+1) / 2, 1}, q.Weight.Shape())
+				require.Equal(t, 2*int64((n+1)/2), q.Weight.LogicalNumel())
 				free(q)
 			}
 		}
@@ -255,6 +259,15 @@ func TestConfigSelectsAndValidates(t *testing.T) {
 	require.ErrorContains(t, quant.Config{BlockSize: 48}.Validate(), "block size 48")
 	require.ErrorContains(t, quant.Config{ComputeDType: "float8"}.Validate(), "float8")
 	require.NoError(t, quant.Config{QuantType: quant.FP4, BlockSize: 128, ComputeDType: "bf16"}.Validate())
+	// float16: either this libtorch runs it, or the error names the dtype
+	// up front (CPU builds lack a float16 matmul)
+	if err := (quant.Config{ComputeDType: "float16"}).Validate(); err != nil {
+		require.ErrorContains(t, err, "compute dtype float16")
+		s := tensor.NoGradScope()
+		_, err2 := quant.NewLinear(s.Ones(tensor.Float32, 4, 64), nil, quant.Config{ComputeDType: "fp16"})
+		s.Close()
+		require.ErrorContains(t, err2, "compute dtype float16")
+	}
 
 	s := tensor.NoGradScope()
 	defer s.Close()
