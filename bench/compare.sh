@@ -4,8 +4,9 @@
 #   bash bench/compare.sh [rounds] [results.jsonl]     (defaults: 5, bench-results.jsonl)
 #
 # Each round waits until the 1-minute load average is below $MAX_LOAD (0.6;
-# polled every 20 s, for at most $MAX_WAIT seconds, 600), then runs the
-# forward and forward-backward cases on both sides, each in a fresh process,
+# polled every 20 s, for at most $MAX_WAIT seconds, 600), then runs every
+# case ($CASES; forward-merged runs the reference's forward, since a merged
+# model is the base) on both sides, each in a fresh process,
 # with the order alternating between rounds. Every result line is appended
 # to the results file tagged with its round and side; the median tables are
 # printed at the end (go run ./bench -summarize FILE prints them again).
@@ -63,9 +64,12 @@ run_one() { # side case round load
   if [ "$side" = go ]; then
     line=$("$tmp/gobench" -threads "$threads" -case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
   else
-    # reference_steps.py runs the reference's own run_case() and adds its per-step times
-    line=$(REF="$ref" "$python" "$root/bench/reference_steps.py" --threads "$threads" --case "$c" 2>"$tmp/err" |
-           grep '^{' | tail -1 || true)
+    # reference_steps.py runs the reference's own run_case() and adds its per-step times.
+    # The reference has no merged-LoRA case: a merged model is the base, so it runs forward.
+    local rc=$c
+    [ "$c" = forward-merged ] && rc=forward
+    line=$(REF="$ref" "$python" "$root/bench/reference_steps.py" --threads "$threads" --case "$rc" 2>"$tmp/err" |
+           grep '^{' | tail -1 | sed "s/\"case\": \"$rc\"/\"case\": \"$c\"/" || true)
   fi
   if [ -z "$line" ]; then
     line=$(printf '{"case":"%s","error":%s}' "$c" "$(tail -3 "$tmp/err" | "$python" -c 'import json,sys;print(json.dumps(sys.stdin.read()))')")

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/gopeft/peft/adapter"
@@ -413,17 +412,7 @@ func TestGenerationMemoryFlat(t *testing.T) {
 		_, err = Generate(bg, m, in, beam)
 		require.NoError(t, err)
 	}
-	for i := 0; i < 3; i++ {
-		gen()
-	}
-	runtime.GC()
-	before := memstat.RSS()
-	for i := 0; i < 15; i++ {
-		gen()
-	}
-	runtime.GC()
-	after := memstat.RSS()
-	growth := float64(after-before) / float64(before)
+	before, after, growth := memstat.Growth(3, 15, gen)
 	t.Logf("RSS %d KiB -> %d KiB over 15×(100 greedy + 40 beam steps) (%.2f%%)", before>>10, after>>10, 100*growth)
 	require.Less(t, growth, 0.05)
 }

@@ -192,17 +192,7 @@ func TestQLoRARSSFlatOverTrainingSteps(t *testing.T) {
 		require.NoError(t, opt.Step())
 		require.NoError(t, opt.ZeroGrad())
 	}
-	for i := 0; i < 20; i++ {
-		step()
-	}
-	runtime.GC()
-	before := memstat.RSS()
-	for i := 0; i < 200; i++ {
-		step()
-	}
-	runtime.GC()
-	after := memstat.RSS()
-	growth := float64(after-before) / float64(before)
+	before, after, growth := memstat.Growth(20, 200, step)
 	t.Logf("RSS %d KiB -> %d KiB after 200 QLoRA steps (%.2f%%)", before>>10, after>>10, 100*growth)
 	require.Less(t, growth, 0.05)
 }

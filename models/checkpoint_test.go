@@ -71,10 +71,12 @@ func TestCheckpointReplaysDropoutMasks(t *testing.T) {
 	defer ck.Free()
 	lc, gc := run(ck, false)
 	lp, gp := run(NewCheckpoint(9), true)
-	require.InDelta(t, lp, lc, 1e-5)
+	// relative: the checkpointed forward runs without autograd, where Linear
+	// may take its matrix-vector path (rounding differs in the last bits)
+	require.InEpsilon(t, lp, lc, 1e-6)
 	for i := range gp {
 		for j := range gp[i] {
-			require.InDelta(t, gp[i][j], gc[i][j], 1e-5)
+			require.InDelta(t, gp[i][j], gc[i][j], 1e-5*math.Max(1, math.Abs(float64(gp[i][j]))))
 		}
 	}
 	// a different seed draws other masks

@@ -6,6 +6,7 @@ package memstat
 import (
 	"bufio"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -40,4 +41,21 @@ func field(name string) int64 {
 // ResetPeak resets VmHWM (Linux ≥ 4.0) so PeakRSS measures from now on.
 func ResetPeak() error {
 	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// Growth runs fn warmup times, then n times, and returns the RSS before and
+// after the n runs (after a Go GC each time) and the relative growth: the
+// check of the tests that prove a loop's C memory stays flat.
+func Growth(warmup, n int, fn func()) (before, after int64, growth float64) {
+	for i := 0; i < warmup; i++ {
+		fn()
+	}
+	runtime.GC()
+	before = RSS()
+	for i := 0; i < n; i++ {
+		fn()
+	}
+	runtime.GC()
+	after = RSS()
+	return before, after, float64(after-before) / float64(before)
 }

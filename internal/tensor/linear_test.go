@@ -63,3 +63,42 @@ func TestLinearFewRowsKeepsGradients(t *testing.T) {
 	require.NoError(t, s.Err())
 	require.Equal(t, []float32{4, 6}, s.Float32s(s.Grad(x))) // column sums of w
 }
+
+// Under no-grad a trainable weight does not stop the matrix-vector path,
+// and the result equals libtorch's linear.
+func TestLinearFewRowsUnderNoGrad(t *testing.T) {
+	s := NoGradScope()
+	defer s.Close()
+	require.False(t, GradEnabled())
+	w := s.Randn(Float32, 7, 5)
+	s.SetRequiresGrad(w, true)
+	x := s.Randn(Float32, 2, 1, 5)
+	require.Equal(t, int64(2), s.mvRows(x, w, nil))
+	want := s.Matmul(x, s.Transpose(w, 0, 1))
+	got := s.Linear(x, w, nil)
+	require.NoError(t, s.Err())
+	require.InDeltaSlice(t, toF64(s.Float32s(want)), toF64(s.Float32s(got)), 1e-5)
+}
+
+func toF64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+// Nested no-grad scopes put back the mode they found (the previous mode
+// comes from the low 32 bits of gotch's wrapper result only).
+func TestNestedNoGradScopesRestoreTheMode(t *testing.T) {
+	require.True(t, GradEnabled())
+	for i := 0; i < 100; i++ {
+		outer := NoGradScope()
+		inner := NoGradScope()
+		require.False(t, GradEnabled())
+		inner.Close()
+		require.False(t, GradEnabled(), "the inner scope must not re-enable autograd")
+		outer.Close()
+		require.True(t, GradEnabled())
+	}
+}

@@ -490,8 +490,9 @@ func (s *Scope) Linear(x, w, b *T) *T {
 const maxMVRows = 4
 
 // mvRows is the number of rows of x when Linear should use linearMV (0 when
-// not): few rows, a 2-D weight, and nothing that needs autograd (training
-// keeps libtorch's linear and its backward).
+// not): few rows, a 2-D weight, and no autograd graph to record (no-grad
+// mode, as in generation, or no input requiring grad); training keeps
+// libtorch's linear and its backward.
 func (s *Scope) mvRows(x, w, b *T) int64 {
 	if w.Dim() != 2 || x.Dim() < 1 {
 		return 0
@@ -501,7 +502,10 @@ func (s *Scope) mvRows(x, w, b *T) int64 {
 		return 0
 	}
 	n := x.Numel() / in
-	if n < 1 || n > maxMVRows || x.RequiresGrad() || w.RequiresGrad() || (b != nil && b.RequiresGrad()) {
+	if n < 1 || n > maxMVRows {
+		return 0
+	}
+	if GradEnabled() && (x.RequiresGrad() || w.RequiresGrad() || (b != nil && b.RequiresGrad())) {
 		return 0
 	}
 	return n

@@ -222,6 +222,22 @@ func lastErr() error {
 // ManualSeed seeds libtorch's default CPU generator.
 func ManualSeed(seed int64) { C.at_manual_seed(C.int64_t(seed)) }
 
+// GradEnabled reports whether autograd records operations on this thread
+// (libtch has no getter: the mode is set and put back).
+func GradEnabled() bool {
+	prev := gradSetEnabled(0)
+	gradSetEnabled(prev)
+	return prev != 0
+}
+
+// gradSetEnabled wraps libtch's at_grad_set_enabled. gotch's wrapper reads
+// the C int result as a Go int (8 bytes), so the upper half is whatever
+// was beside it: only the low 32 bits are the previous mode (0, 1, or -1
+// on error).
+func gradSetEnabled(v int) int {
+	return int(int32(lib.AtGradSetEnabled(v)))
+}
+
 // SetGradEnabled sets autograd's thread-local grad mode and returns the
 // previous mode. Call it on a pinned goroutine (inside a Scope).
 func SetGradEnabled(on bool) bool {
@@ -229,5 +245,5 @@ func SetGradEnabled(on bool) bool {
 	if on {
 		v = 1
 	}
-	return lib.AtGradSetEnabled(v) != 0
+	return gradSetEnabled(v) == 1
 }

@@ -4,7 +4,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -470,17 +469,7 @@ func TestRSSFlatOverTrainingSteps(t *testing.T) {
 		require.NoError(t, s.Err())
 		require.NoError(t, nn.ZeroGrad(m))
 	}
-	for i := 0; i < 20; i++ {
-		step()
-	}
-	runtime.GC()
-	before := memstat.RSS()
-	for i := 0; i < 200; i++ {
-		step()
-	}
-	runtime.GC()
-	after := memstat.RSS()
-	growth := float64(after-before) / float64(before)
+	before, after, growth := memstat.Growth(20, 200, step)
 	t.Logf("RSS %d KiB -> %d KiB after 200 steps (%.2f%%)", before>>10, after>>10, 100*growth)
 	require.Less(t, growth, 0.05)
 }
