@@ -34,7 +34,7 @@
 //
 // Run time on 2 CPU cores: about 3 minutes the first time (2 of them to
 // train the base), under a minute once the base is cached; -method all
-// about 7 minutes with the base cached.
+// 3–5 minutes with the base cached.
 package main
 
 import (
