@@ -308,7 +308,8 @@ func (r *runner) forward(s *tensor.Scope) *tensor.T {
 			ids = append(ids, row[len(row)-1])
 		}
 	}
-	b := &models.Batch{InputIDs: s.FromInt64(ids, rows, int64(L)), PastKeyValues: r.cache, UseCache: true}
+	b := &models.Batch{InputIDs: s.FromInt64(ids, rows, int64(L)), PastKeyValues: r.cache, UseCache: true,
+		LastLogitsOnly: true} // only the last position's scores are used
 	if r.padded {
 		// HF passes the whole mask every step, and generate()'s positions:
 		// cumsum(mask)-1 with padded slots at 1.

@@ -60,6 +60,10 @@ type Batch struct {
 	PrefixKV      []KV
 	Labels        *tensor.T
 	UseCache      bool
+	// LastLogitsOnly computes the logits of the last position only,
+	// [B, 1, vocab] (generation's prefill needs no others); ignored when
+	// Labels are given.
+	LastLogitsOnly bool
 	// Checkpoint turns on activation checkpointing for this pass (nil:
 	// off); back-propagate with its Backward. See Checkpoint.
 	Checkpoint *Checkpoint
@@ -200,4 +204,13 @@ func Public(s *tensor.Scope, out *Output) *Outputs {
 		res.PoolerOutput = s.Keep(out.PoolerOutput).ToTS()
 	}
 	return res
+}
+
+// HeadInput is what a causal LM's head reads: the final hidden states x
+// [B, L, hidden], or only their last position when b.LastLogitsOnly.
+func HeadInput(s *tensor.Scope, b *Batch, x *tensor.T) *tensor.T {
+	if !b.LastLogitsOnly || b.Labels != nil || x == nil || x.Size(1) <= 1 {
+		return x
+	}
+	return s.Narrow(x, 1, x.Size(1)-1, 1)
 }

@@ -324,7 +324,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		s.FreeSince(mark, x) // the block's intermediates: peak memory stays one block deep
 	}
 	x = tr.LnF.Forward(s, x)
-	logits := m.LMHead.Forward(s, x)
+	logits := m.LMHead.Forward(s, models.HeadInput(s, b, x))
 	if logits != nil && logits.DType() != tensor.Float32 {
 		logits = s.To(logits, tensor.Float32)
 	}

@@ -336,7 +336,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 
 	}
 	x = m.Model.Norm.Forward(s, x)
-	logits := m.LMHead.Forward(s, x)
+	logits := m.LMHead.Forward(s, models.HeadInput(s, b, x))
 	if logits != nil && logits.DType() != tensor.Float32 {
 		logits = s.To(logits, tensor.Float32)
 	}

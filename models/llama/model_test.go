@@ -347,3 +347,22 @@ func argmaxF(x []float32) int {
 	}
 	return best
 }
+
+// LastLogitsOnly returns exactly the last position of the full logits, and
+// is ignored when labels ask for the loss over every position.
+func TestLastLogitsOnly(t *testing.T) {
+	m := loadTiny(t)
+	s := tensor.NoGradScope()
+	defer s.Close()
+	ids := s.FromInt64([]int64{1, 306, 450, 263, 123, 29, 5, 7}, 2, 4)
+	full := m.ForwardT(s, &models.Batch{InputIDs: ids}).Logits
+	last := m.ForwardT(s, &models.Batch{InputIDs: ids, LastLogitsOnly: true}).Logits
+	require.NoError(t, s.Err())
+	require.Equal(t, []int64{2, 1, full.Size(2)}, last.Shape())
+	// (the head on 2 rows takes Linear's matrix-vector path: last-bit rounding)
+	d := s.Item(s.Amax(s.Abs(s.Sub(s.Narrow(full, 1, 3, 1), last)), false, 0, 1, 2))
+	require.Less(t, d, 1e-6)
+	withLoss := m.ForwardT(s, &models.Batch{InputIDs: ids, Labels: ids, LastLogitsOnly: true})
+	require.NoError(t, s.Err())
+	require.Equal(t, full.Shape(), withLoss.Logits.Shape())
+}
