@@ -131,8 +131,9 @@ func TestLoadQuantizedResidentMemory(t *testing.T) {
 		rss, bytes := measure(mode)
 		t.Logf("%s: resident growth %.1f MiB (tensor bytes %.1f MiB) vs float32 %.1f MiB (%.1f MiB): %.1f%% measured, %.1f%% counted",
 			mode, mib(rss), mib(bytes), mib(fRSS), mib(fBytes), 100*float64(rss)/float64(fRSS), 100*float64(bytes)/float64(fBytes))
-		// what RSS sees is the weights: within 2 MiB of the tensor bytes
-		require.InDelta(t, float64(bytes), float64(rss), 2<<20, mode)
+		// what RSS sees is the weights: within 4 MiB of the tensor bytes (1.0–1.2 MiB
+		// measured here; libtorch bookkeeping and page rounding vary by machine)
+		require.InDelta(t, float64(bytes), float64(rss), 4<<20, mode)
 		if mode == "nf4-all" {
 			require.LessOrEqual(t, float64(rss), 0.30*float64(fRSS))
 		} else {
