@@ -59,9 +59,6 @@ func TestEstimateWithinAQuarterOfMeasuredRSS(t *testing.T) {
 		os.Stdout.Write(out.Bytes())
 		return
 	}
-	if testing.Short() {
-		t.Skip("trains a 33M-parameter model in child processes")
-	}
 	re := regexp.MustCompile(`measured peak RSS over 3 training steps: (\d+) MiB \(estimate (\d+) MiB, ([-+][\d.]+)%\)`)
 	for _, method := range []string{"full", "lora"} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestEstimateWithinAQuarterOfMeasuredRSS$", "-test.count=1")

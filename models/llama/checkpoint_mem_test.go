@@ -64,9 +64,6 @@ func TestCheckpointingLowersPeakRSS(t *testing.T) {
 		ckptChild(t, mode == "on")
 		return
 	}
-	if testing.Short() {
-		t.Skip("spawns two processes")
-	}
 	growth := func(mode string) int64 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCheckpointingLowersPeakRSS$", "-test.count=1")
 		// A fixed mmap threshold hands every freed tensor back to the OS at
