@@ -17,6 +17,7 @@
 package models
 
 import (
+	"fmt"
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/sugarme/gotch/ts"
@@ -185,6 +186,18 @@ func BatchOf(s *tensor.Scope, in Inputs) *Batch {
 		Labels:        from(in.Labels),
 		UseCache:      in.UseCache,
 	}
+}
+
+// Run is every model's public Forward: it runs forwardT on in inside a
+// fresh scope and hands the outputs to the caller; name prefixes errors.
+func Run(name string, forwardT func(*tensor.Scope, *Batch) *Output, in Inputs) (*Outputs, error) {
+	s := tensor.NewScope()
+	defer s.Close()
+	out := forwardT(s, BatchOf(s, in))
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("%s: forward: %w", name, err)
+	}
+	return Public(s, out), nil
 }
 
 // Public converts an internal output to the public form, moving its tensors

@@ -371,13 +371,7 @@ func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
 	if pc, _ := m.activePrompt(); pc == nil {
 		return m.BaseModel.Model.Forward(in)
 	}
-	s := tensor.NewScope()
-	defer s.Close()
-	out := m.ForwardT(s, models.BatchOf(s, in))
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("peft: forward: %w", err)
-	}
-	return models.Public(s, out), nil
+	return models.Run("peft", m.ForwardT, in)
 }
 
 // applyBias makes biases trainable per cfg's bias policy.

@@ -535,34 +535,20 @@ func (m *ForTokenClassification) Free() { nn.FreeParams(m) }
 // NumLayers is the number of encoder layers.
 func (m *Model) NumLayers() int { return len(m.Encoder.Layer.Items) }
 
-func forward(s *tensor.Scope, f func(*tensor.Scope, *models.Batch) *models.Output, in models.Inputs) (*models.Outputs, error) {
-	out := f(s, models.BatchOf(s, in))
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("bert: forward: %w", err)
-	}
-	return models.Public(s, out), nil
-}
-
 // Forward runs the encoder (the public entry point): Outputs has
 // LastHiddenState and PoolerOutput.
 func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
-	s := tensor.NewScope()
-	defer s.Close()
-	return forward(s, m.ForwardT, in)
+	return models.Run("bert", m.ForwardT, in)
 }
 
 // Forward runs the model (the public entry point): logits [B, num_labels].
 func (m *ForSequenceClassification) Forward(in models.Inputs) (*models.Outputs, error) {
-	s := tensor.NewScope()
-	defer s.Close()
-	return forward(s, m.ForwardT, in)
+	return models.Run("bert", m.ForwardT, in)
 }
 
 // Forward runs the model (the public entry point): logits [B, L, num_labels].
 func (m *ForTokenClassification) Forward(in models.Inputs) (*models.Outputs, error) {
-	s := tensor.NewScope()
-	defer s.Close()
-	return forward(s, m.ForwardT, in)
+	return models.Run("bert", m.ForwardT, in)
 }
 
 // ForwardT runs the encoder in scope s: Output.LastHiddenState [B, L,

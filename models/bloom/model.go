@@ -241,13 +241,7 @@ func (m *Model) NumLayers() int { return len(m.Transformer.H.Items) }
 
 // Forward runs the model (the public entry point): see models.Inputs.
 func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
-	s := tensor.NewScope()
-	defer s.Close()
-	out := m.ForwardT(s, models.BatchOf(s, in))
-	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("bloom: forward: %w", err)
-	}
-	return models.Public(s, out), nil
+	return models.Run("bloom", m.ForwardT, in)
 }
 
 // ForwardT runs the model in scope s. Intermediates stay in s; the new cache
