@@ -213,20 +213,9 @@ func (c *Config) NumBiasParams(pooler bool) int64 {
 // fields read (Raw) updated with this struct's values. id2label/label2id
 // are rewritten when num_labels no longer matches them.
 func (c *Config) JSON(architecture string) ([]byte, error) {
-	own, err := json.Marshal(c)
+	out, err := models.ConfigFields(c, c.Raw)
 	if err != nil {
 		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(own, &m); err != nil {
-		return nil, err
-	}
-	out := map[string]any{}
-	for k, v := range c.Raw {
-		out[k] = v
-	}
-	for k, v := range m {
-		out[k] = v
 	}
 	if id2, ok := c.Raw["id2label"].(map[string]any); !ok || int64(len(id2)) != c.NumLabels {
 		id2label, label2id := map[string]any{}, map[string]any{}
@@ -241,10 +230,7 @@ func (c *Config) JSON(architecture string) ([]byte, error) {
 	if architecture != "" {
 		out["architectures"] = []string{architecture}
 	}
-	if _, ok := out["torch_dtype"]; !ok {
-		out["torch_dtype"] = "float32"
-	}
-	return json.MarshalIndent(out, "", "  ")
+	return models.RenderConfig(out, "")
 }
 
 // Labels lists id2label's names in id order (LABEL_i when the config has

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/gopeft/peft/models"
 )
 
 // Config is the part of a HF config.json that BLOOM uses (BloomConfig's
@@ -162,29 +164,12 @@ func (c *Config) NumBiasParams() int64 {
 // JSON renders the config for config.json: the fields read (Raw) updated
 // with this struct's values.
 func (c *Config) JSON() ([]byte, error) {
-	own, err := json.Marshal(c)
+	out, err := models.ConfigFields(c, c.Raw)
 	if err != nil {
 		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(own, &m); err != nil {
-		return nil, err
-	}
-	out := map[string]any{}
-	for k, v := range c.Raw {
-		out[k] = v
-	}
-	for k, v := range m {
-		out[k] = v
 	}
 	if _, ok := c.Raw["n_embed"]; ok {
 		out["n_embed"] = c.HiddenSize
 	}
-	if _, ok := out["architectures"]; !ok {
-		out["architectures"] = []string{"BloomForCausalLM"}
-	}
-	if _, ok := out["torch_dtype"]; !ok {
-		out["torch_dtype"] = "float32"
-	}
-	return json.MarshalIndent(out, "", "  ")
+	return models.RenderConfig(out, "BloomForCausalLM")
 }

@@ -183,20 +183,9 @@ func (c *Config) NumParams() int64 {
 // JSON renders the config for config.json: the fields read (Raw) updated
 // with this struct's values.
 func (c *Config) JSON() ([]byte, error) {
-	own, err := json.Marshal(c)
+	out, err := models.ConfigFields(c, c.Raw)
 	if err != nil {
 		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(own, &m); err != nil {
-		return nil, err
-	}
-	out := map[string]any{}
-	for k, v := range c.Raw {
-		out[k] = v
-	}
-	for k, v := range m {
-		out[k] = v
 	}
 	for _, a := range aliases { // keep the generic name when the file used only it
 		_, gen := c.Raw[a[0]]
@@ -205,11 +194,5 @@ func (c *Config) JSON() ([]byte, error) {
 			delete(out, a[1])
 		}
 	}
-	if _, ok := out["architectures"]; !ok {
-		out["architectures"] = []string{"GPT2LMHeadModel"}
-	}
-	if _, ok := out["torch_dtype"]; !ok {
-		out["torch_dtype"] = "float32"
-	}
-	return json.MarshalIndent(out, "", "  ")
+	return models.RenderConfig(out, "GPT2LMHeadModel")
 }

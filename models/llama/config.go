@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/gopeft/peft/models"
 )
 
 // Config is the part of a HF config.json that the LLaMA family uses
@@ -138,28 +140,11 @@ func (c *Config) HeadSize() int64 {
 // JSON renders the config for config.json: the fields read (Raw) updated
 // with this struct's values.
 func (c *Config) JSON() ([]byte, error) {
-	own, err := json.Marshal(c)
+	out, err := models.ConfigFields(c, c.Raw)
 	if err != nil {
 		return nil, err
 	}
-	var m map[string]any
-	if err := json.Unmarshal(own, &m); err != nil {
-		return nil, err
-	}
-	out := map[string]any{}
-	for k, v := range c.Raw {
-		out[k] = v
-	}
-	for k, v := range m {
-		out[k] = v
-	}
-	if _, ok := out["architectures"]; !ok {
-		out["architectures"] = []string{architecture(c.ModelType)}
-	}
-	if _, ok := out["torch_dtype"]; !ok {
-		out["torch_dtype"] = "float32"
-	}
-	return json.MarshalIndent(out, "", "  ")
+	return models.RenderConfig(out, architecture(c.ModelType))
 }
 
 func architecture(modelType string) string {

@@ -1,0 +1,38 @@
+package models
+
+import "encoding/json"
+
+// ConfigFields is what a model config writes to config.json: raw (the file
+// as read, so fields this library does not model survive) updated with
+// own's JSON fields. Callers adjust the map, then RenderConfig.
+func ConfigFields(own any, raw map[string]any) (map[string]any, error) {
+	b, err := json.Marshal(own)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	out := make(map[string]any, len(raw)+len(m))
+	for k, v := range raw {
+		out[k] = v
+	}
+	for k, v := range m {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// RenderConfig renders config.json's fields, adding what transformers
+// writes when the file had none: architectures (unless architecture is
+// empty) and torch_dtype float32.
+func RenderConfig(out map[string]any, architecture string) ([]byte, error) {
+	if _, ok := out["architectures"]; !ok && architecture != "" {
+		out["architectures"] = []string{architecture}
+	}
+	if _, ok := out["torch_dtype"]; !ok {
+		out["torch_dtype"] = "float32"
+	}
+	return json.MarshalIndent(out, "", "  ")
+}
