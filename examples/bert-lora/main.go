@@ -17,15 +17,11 @@ package main
 import (
 	"flag"
 	"fmt"
-	"math/rand"
 	"os"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/examples/internal/bertcls"
 	"github.com/gopeft/peft/lora"
-	"github.com/gopeft/peft/models"
-	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/peft"
-	"github.com/gopeft/peft/train"
 )
 
 func main() {
@@ -39,83 +35,8 @@ func main() {
 	}
 }
 
-// load reads dir as a 3-label classifier, or makes the stand-in.
-func load(dir string) (*bert.ForSequenceClassification, error) {
-	if dir != "" {
-		return bert.LoadForSequenceClassification(dir, bert.HeadOptions{NumLabels: 3, Seed: 1})
-	}
-	cfg := &bert.Config{VocabSize: 512, HiddenSize: 64, NumHiddenLayers: 2, NumAttentionHeads: 4, IntermediateSize: 128,
-		MaxPositionEmbeddings: 128, NumLabels: 3, InitializerRange: 0.125}
-	return bert.NewForSequenceClassification(cfg, 11)
-}
-
-// task is the synthetic data: a [CLS]-like id 1, then 5–11 tokens, each
-// with probability 1/2 one of the class's 8 keyword ids (20+8c…) and
-// otherwise a filler id from [100, 500); right padding to 12.
-type task struct{ ids, mask, labels []int64 }
-
-const seqLen = 12
-
-func makeTask(n int, seed int64) *task {
-	r := rand.New(rand.NewSource(seed))
-	t := &task{}
-	for i := 0; i < n; i++ {
-		c := int64(r.Intn(3))
-		length := 6 + r.Intn(seqLen-5)
-		for p := 0; p < seqLen; p++ {
-			id, m := int64(0), int64(1)
-			switch {
-			case p == 0:
-				id = 1
-			case p < length && r.Intn(2) == 0:
-				id = 20 + 8*c + int64(r.Intn(8))
-			case p < length:
-				id = 100 + int64(r.Intn(400))
-			default:
-				m = 0
-			}
-			t.ids, t.mask = append(t.ids, id), append(t.mask, m)
-		}
-		t.labels = append(t.labels, c)
-	}
-	return t
-}
-
-func (t *task) batch(s *tensor.Scope, from, to int, labels bool) *models.Batch {
-	n := int64(to - from)
-	b := &models.Batch{
-		InputIDs:      s.FromInt64(t.ids[from*seqLen:to*seqLen], n, seqLen),
-		AttentionMask: s.FromInt64(t.mask[from*seqLen:to*seqLen], n, seqLen),
-	}
-	if labels {
-		b.Labels = s.FromInt64(t.labels[from:to], n)
-	}
-	return b
-}
-
-type forwarder interface {
-	ForwardT(*tensor.Scope, *models.Batch) *models.Output
-}
-
-func accuracy(m forwarder, t *task) (float64, error) {
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := m.ForwardT(s, t.batch(s, 0, len(t.labels), false))
-	pred := s.Int64s(s.Argmax(out.Logits, 1))
-	if err := s.Err(); err != nil {
-		return 0, err
-	}
-	right := 0
-	for i, p := range pred {
-		if p == t.labels[i] {
-			right++
-		}
-	}
-	return float64(right) / float64(len(pred)), nil
-}
-
 func run(dir string, epochs int, lr float64) error {
-	base, err := load(dir)
+	base, err := bertcls.Load(dir)
 	if err != nil {
 		return err
 	}
@@ -125,39 +46,17 @@ func run(dir string, epochs int, lr float64) error {
 		return err
 	}
 	m.PrintTrainableParameters()
-	trainSet, testSet := makeTask(192, 1), makeTask(150, 2)
-	acc, err := accuracy(m, testSet)
+	trainSet, testSet := bertcls.MakeTask(192, 1), bertcls.MakeTask(150, 2)
+	acc, err := bertcls.Accuracy(m, testSet)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("held-out accuracy before training: %.2f (chance 0.33)\n", acc)
 
-	opt := train.NewAdamW(m.TrainableParams(), train.AdamWConfig{LR: lr})
-	defer opt.Free()
-	for e := 0; e < epochs; e++ {
-		var sum float64
-		steps := 0
-		for from := 0; from < len(trainSet.labels); from += 32 {
-			s := tensor.NewScope()
-			out := m.ForwardT(s, trainSet.batch(s, from, from+32, true))
-			s.Backward(out.Loss)
-			sum += s.Item(out.Loss)
-			err := s.Err()
-			s.Close()
-			if err != nil {
-				return err
-			}
-			if err := opt.Step(); err != nil {
-				return err
-			}
-			if err := opt.ZeroGrad(); err != nil {
-				return err
-			}
-			steps++
-		}
-		fmt.Printf("epoch %d: mean loss %.4f\n", e+1, sum/float64(steps))
+	if err := bertcls.Train(m, trainSet, epochs, lr); err != nil {
+		return err
 	}
-	if acc, err = accuracy(m, testSet); err != nil {
+	if acc, err = bertcls.Accuracy(m, testSet); err != nil {
 		return err
 	}
 	fmt.Printf("held-out accuracy after training: %.2f\n", acc)
@@ -170,7 +69,7 @@ func run(dir string, epochs int, lr float64) error {
 	if err := m.Save(out); err != nil { // LoRA weights + classifier
 		return err
 	}
-	fresh, err := load(dir)
+	fresh, err := bertcls.Load(dir)
 	if err != nil {
 		return err
 	}
@@ -178,7 +77,7 @@ func run(dir string, epochs int, lr float64) error {
 	if err != nil {
 		return err
 	}
-	if acc, err = accuracy(loaded, testSet); err != nil {
+	if acc, err = bertcls.Accuracy(loaded, testSet); err != nil {
 		return err
 	}
 	fmt.Printf("adapter saved to %s and loaded back: accuracy %.2f\n", out, acc)
@@ -186,7 +85,7 @@ func run(dir string, epochs int, lr float64) error {
 	if err != nil {
 		return err
 	}
-	if acc, err = accuracy(merged, testSet); err != nil {
+	if acc, err = bertcls.Accuracy(merged, testSet); err != nil {
 		return err
 	}
 	fmt.Printf("merged into the base weights: accuracy %.2f\n", acc)
