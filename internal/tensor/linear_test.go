@@ -73,7 +73,7 @@ func TestLinearFewRowsUnderNoGrad(t *testing.T) {
 	w := s.Randn(Float32, 7, 5)
 	s.SetRequiresGrad(w, true)
 	x := s.Randn(Float32, 2, 1, 5)
-	require.Equal(t, int64(2), s.mvRows(x, w, nil))
+	require.Equal(t, int64(2), s.fewRows(x, w, nil))
 	want := s.Matmul(x, s.Transpose(w, 0, 1))
 	got := s.Linear(x, w, nil)
 	require.NoError(t, s.Err())
@@ -100,5 +100,42 @@ func TestNestedNoGradScopesRestoreTheMode(t *testing.T) {
 		require.False(t, GradEnabled(), "the inner scope must not re-enable autograd")
 		outer.Close()
 		require.True(t, GradEnabled())
+	}
+}
+
+// The few-rows kernel against libtorch's matmul in float64 (an independent
+// product): every row count it takes, inner sizes with and without a tail
+// beyond its 8-wide blocks, weights small enough to run on one thread and
+// large enough to be split across the OpenMP team, bias or none, and an
+// input that is a non-contiguous view.
+func TestLinearFewRowsKernelMatchesMatmul(t *testing.T) {
+	s := NoGradScope()
+	defer s.Close()
+	for _, dims := range [][2]int64{{3, 5}, {7, 16}, {33, 13}, {1000, 131}, {600, 512}} {
+		out, in := dims[0], dims[1]
+		w := s.Randn(Float32, out, in)
+		b := s.Randn(Float32, out)
+		for rows := int64(1); rows <= maxFewRows+1; rows++ {
+			for _, bias := range []*T{nil, b} {
+				for _, strided := range []bool{false, true} {
+					var x *T
+					if strided { // [in, rows] transposed: rows × in with stride in ≠ 1
+						x = s.Transpose(s.Randn(Float32, in, rows), 0, 1)
+					} else {
+						x = s.Randn(Float32, rows, in)
+					}
+					want := s.Matmul(s.To(x, Float64), s.Transpose(s.To(w, Float64), 0, 1))
+					if bias != nil {
+						want = s.Add(want, s.To(bias, Float64))
+					}
+					got := s.Linear(x, w, bias)
+					require.NoError(t, s.Err())
+					require.Equal(t, []int64{rows, out}, got.Shape())
+					tol := 1e-5 * float64(in)
+					require.InDeltaSlice(t, toF64(s.Float32s(s.To(want, Float32))), toF64(s.Float32s(got)), tol,
+						"w %dx%d rows %d bias %v strided %v", out, in, rows, bias != nil, strided)
+				}
+			}
+		}
 	}
 }

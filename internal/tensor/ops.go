@@ -474,57 +474,11 @@ func (s *Scope) Linear(x, w, b *T) *T {
 	if !s.ok(x, w) {
 		return nil
 	}
-	if n := s.mvRows(x, w, b); n > 0 {
-		return s.linearMV(x, w, b, n)
+	if n := s.fewRows(x, w, b); n > 0 {
+		return s.linearFewRows(x, w, b, n)
 	}
 	lib.AtgLinear(s.ptr(), x.c, w.c, cOf(b))
 	return s.result("linear")
-}
-
-// maxMVRows is how many rows Linear computes as matrix-vector products.
-// OpenBLAS packs the whole weight for every GEMM call, which for the one or
-// few rows of a decoding step costs as much as the product itself; gemv
-// reads the weight once. Measured on the benchmark model's 57 decode-step
-// weights (2 threads): 1 row 4.4 ms with mv vs 7.8 ms with linear, 4 rows
-// 7.0 vs 10.5 ms, 8 rows 10.3 vs 9.6 ms.
-const maxMVRows = 4
-
-// mvRows is the number of rows of x when Linear should use linearMV (0 when
-// not): few rows, a 2-D weight, and no autograd graph to record (no-grad
-// mode, as in generation, or no input requiring grad); training keeps
-// libtorch's linear and its backward.
-func (s *Scope) mvRows(x, w, b *T) int64 {
-	if w.Dim() != 2 || x.Dim() < 1 {
-		return 0
-	}
-	in := w.Size(1)
-	if x.Size(-1) != in || in == 0 {
-		return 0
-	}
-	n := x.Numel() / in
-	if n < 1 || n > maxMVRows {
-		return 0
-	}
-	if GradEnabled() && (x.RequiresGrad() || w.RequiresGrad() || (b != nil && b.RequiresGrad())) {
-		return 0
-	}
-	return n
-}
-
-// linearMV is Linear as one matrix-vector product per row of x.
-func (s *Scope) linearMV(x, w, b *T, n int64) *T {
-	rows := s.Reshape(x, n, w.Size(1))
-	ys := make([]*T, n)
-	for i := range n {
-		ys[i] = s.mv(w, s.Select(rows, 0, i))
-	}
-	y := s.Stack(0, ys...)
-	if b != nil {
-		y = s.Add(y, b)
-	}
-	shape := x.Shape()
-	shape[len(shape)-1] = w.Size(0)
-	return s.Reshape(y, shape...)
 }
 
 func (s *Scope) mv(m, v *T) *T {
