@@ -2,8 +2,8 @@ package tensor
 
 import lib "github.com/sugarme/gotch/libtch"
 
-// In-place ops update their first argument (used by optimizers under
-// no-grad). libtch returns a second handle to the result, freed here.
+// In-place ops update their first argument (optimizers under no-grad; the
+// attention scores, whose producer's backward does not need them). libtch returns a second handle to the result, freed here.
 
 // MulScalar_ is a *= v.
 func (s *Scope) MulScalar_(a *T, v float64) {
@@ -15,6 +15,18 @@ func (s *Scope) MulScalar_(a *T, v float64) {
 	lib.AtsFree(sc)
 	s.freeSlot()
 	s.check("mul_")
+}
+
+// DivScalar_ is a /= v.
+func (s *Scope) DivScalar_(a *T, v float64) {
+	if !s.ok(a) {
+		return
+	}
+	sc := lib.AtsFloat(v)
+	lib.AtgDivScalar_(s.ptr(), a.c, sc)
+	lib.AtsFree(sc)
+	s.freeSlot()
+	s.check("div_")
 }
 
 // AddScalar_ is a += v.

@@ -385,14 +385,22 @@ func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixL
 	return s.MaskedFill(s.Zeros(tensor.Float32, 1, 1, L, T), masked, -math.MaxFloat32)
 }
 
+// forward frees each block's intermediates (their handles; autograd keeps
+// what backward needs) as soon as the block's output exists, so that
+// inference holds one block's temporaries at a time, not the whole layer's.
 func (l *DecoderLayer) forward(s *tensor.Scope, cfg *Config, x, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
+	mark := s.Mark()
 	h := l.InputLayernorm.Forward(s, x)
 	a := l.SelfAttn.forward(s, cfg, h, cos, sin, mask, past, prefix, newKV)
 	x = s.Add(x, a)
+	s.FreeSince(mark, x)
+	mark = s.Mark()
 	h = l.PostAttentionLayernorm.Forward(s, x)
 	mlp := l.MLP
 	g := s.Mul(s.Silu(mlp.GateProj.Forward(s, h)), mlp.UpProj.Forward(s, h))
-	return s.Add(x, mlp.DownProj.Forward(s, g))
+	y := s.Add(x, mlp.DownProj.Forward(s, g))
+	s.FreeSince(mark, y)
+	return y
 }
 
 func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
@@ -414,8 +422,17 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *ten
 		k = s.Reshape(s.Expand(s.Unsqueeze(k, 2), B, KV, rep, T, D), B, H, T, D)
 		v = s.Reshape(s.Expand(s.Unsqueeze(v, 2), B, KV, rep, T, D), B, H, T, D)
 	}
-	scores := s.DivScalar(s.Matmul(q, s.Transpose(k, 2, 3)), math.Sqrt(float64(D)))
-	if mask != nil {
+	// Scaled and masked in place (matmul's backward does not need its
+	// output), and freed once softmax has read them: at a 4×256 prefill
+	// each copy of the scores is 8 MiB per layer.
+	mark := s.Mark()
+	scores := s.Matmul(q, s.Transpose(k, 2, 3))
+	s.DivScalar_(scores, math.Sqrt(float64(D)))
+	switch {
+	case mask == nil:
+	case mask.DType() == scores.DType():
+		s.Add_(scores, mask)
+	default: // a float32 mask promotes half-precision scores, as in HF
 		scores = s.Add(scores, mask)
 	}
 	dt := scores.DType()
@@ -423,6 +440,7 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *ten
 	if dt != tensor.Float32 {
 		p = s.To(p, dt)
 	}
+	s.FreeSince(mark, p)
 	o := s.Reshape(s.Transpose(s.Matmul(p, v), 1, 2), B, L, H*D)
 	return a.OProj.Forward(s, o)
 }
