@@ -14,10 +14,10 @@ import (
 // every weight: OpenBLAS's GEMM packs the whole weight for each call (as
 // costly as the product itself at this size) and its GEMV reads the weight
 // once per row. gopeft_linear_rows (rows.c) reads each weight row once and
-// multiplies it into all rows. Measured on the benchmark model's 57
-// decode-step weights (2 threads, best of 30): 1 row 4.2 ms (OpenBLAS gemv
-// 5.7), 2 rows 4.2 (7.6), 4 rows 5.2 (gemv per row 10.1, GEMM 10.5); at 8
-// rows the kernel (9.7 ms) no longer beats GEMM (9.6).
+// multiplies it into all rows. BenchmarkDecodeStepWeights (the benchmark
+// model's 57 decode-step weights, 2 threads): 1 row 6.9 ms (GEMV 8.8, GEMM
+// 10.7), 4 rows 8.3 ms (GEMV per row 21.4, GEMM 13.9). At 8 rows the
+// kernel no longer wins (9.7 ms vs GEMM's 9.6 in a standalone C timing).
 const maxFewRows = C.GOPEFT_MAX_ROWS
 
 // fewRows is the number of rows of x when Linear should use its few-rows
