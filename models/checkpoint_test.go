@@ -72,7 +72,7 @@ func TestCheckpointReplaysDropoutMasks(t *testing.T) {
 	lc, gc := run(ck, false)
 	lp, gp := run(NewCheckpoint(9), true)
 	// relative: the checkpointed forward runs without autograd, where Linear
-	// may take its matrix-vector path (rounding differs in the last bits)
+	// may take its few-rows kernel (rounding differs in the last bits)
 	require.InEpsilon(t, lp, lc, 1e-6)
 	for i := range gp {
 		for j := range gp[i] {

@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Linear on a few rows takes the matrix-vector path (linearMV), on more rows
+// Linear on a few rows takes the few-rows kernel (linearFewRows), on more rows
 // libtorch's linear; both must equal x·wᵀ + b computed here by hand, for
 // every input rank, with and without bias.
 func TestLinearFewRowsMatchesHandComputation(t *testing.T) {
@@ -64,7 +64,7 @@ func TestLinearFewRowsKeepsGradients(t *testing.T) {
 	require.Equal(t, []float32{4, 6}, s.Float32s(s.Grad(x))) // column sums of w
 }
 
-// Under no-grad a trainable weight does not stop the matrix-vector path,
+// Under no-grad a trainable weight does not stop the few-rows path,
 // and the result equals libtorch's linear.
 func TestLinearFewRowsUnderNoGrad(t *testing.T) {
 	s := NoGradScope()

@@ -359,7 +359,7 @@ func TestLastLogitsOnly(t *testing.T) {
 	last := m.ForwardT(s, &models.Batch{InputIDs: ids, LastLogitsOnly: true}).Logits
 	require.NoError(t, s.Err())
 	require.Equal(t, []int64{2, 1, full.Size(2)}, last.Shape())
-	// (the head on 2 rows takes Linear's matrix-vector path: last-bit rounding)
+	// (the head on 2 rows takes Linear's few-rows kernel: last-bit rounding)
 	d := s.Item(s.Amax(s.Abs(s.Sub(s.Narrow(full, 1, 3, 1), last)), false, 0, 1, 2))
 	require.Less(t, d, 1e-6)
 	withLoss := m.ForwardT(s, &models.Batch{InputIDs: ids, Labels: ids, LastLogitsOnly: true})
