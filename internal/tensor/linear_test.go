@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -137,5 +138,42 @@ func TestLinearFewRowsKernelMatchesMatmul(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Services decode on several goroutines at once: each scope's few-rows
+// products (each on its own OS thread and OpenMP team) still equal
+// libtorch's matmul when they run concurrently on shared weights.
+func TestLinearFewRowsConcurrentScopes(t *testing.T) {
+	setup := NoGradScope()
+	w := setup.Keep(setup.Randn(Float32, 700, 256)) // large enough to use the thread team
+	setup.Close()
+	defer w.Free()
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			s := NoGradScope()
+			defer s.Close()
+			for i := range 20 {
+				x := s.Randn(Float32, int64(1+(g+i)%maxFewRows), 256)
+				want := s.Float32s(s.Matmul(x, s.Transpose(w, 0, 1)))
+				got := s.Float32s(s.Linear(x, w, nil))
+				if err := s.Err(); err != nil {
+					errs <- err
+					return
+				}
+				for j := range want {
+					if d := want[j] - got[j]; d > 1e-4 || d < -1e-4 {
+						errs <- fmt.Errorf("goroutine %d step %d element %d: %g vs %g", g, i, j, got[j], want[j])
+						return
+					}
+				}
+				s.FreeAll()
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		require.NoError(t, <-errs)
 	}
 }

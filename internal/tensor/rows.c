@@ -6,6 +6,8 @@
 
 #include "rows.h"
 
+extern int at_get_num_threads(void); // gotch's libtch wrapper of at::get_num_threads
+
 typedef float v8 __attribute__((vector_size(32)));
 
 static inline __attribute__((always_inline)) v8 load8(const float *p) {
@@ -54,9 +56,10 @@ static void rows_range(const float *x, const float *w, const float *b, float *y,
 
 void gopeft_linear_rows(const float *x, const float *w, const float *b, float *y,
                         int rows, int64_t n_out, int64_t k) {
-	// The same OpenMP team libtorch and OpenBLAS use on this thread; small
-	// weights are not worth waking it.
-	int threads = omp_get_max_threads();
+	// libtorch's intra-op thread count on this thread (what its own ops and
+	// OpenBLAS use: the same OpenMP team); small weights are not worth
+	// waking it.
+	int threads = at_get_num_threads();
 	if (threads > 1 && n_out * k >= (1 << 16) && !omp_in_parallel()) {
 #pragma omp parallel num_threads(threads)
 		{

@@ -402,8 +402,10 @@ func (m *Model) block(s *tensor.Scope, l *Block, x, alibi, mask *tensor.T, past,
 	if cfg.ApplyResidualConnectionPostLayernorm {
 		residual = h
 	}
+	mark := s.Mark()
 	a := m.attention(s, l.SelfAttention, h, alibi, mask, past, prefix, newKV)
 	x = s.Add(m.dropout(s, a, cfg.HiddenDropout), residual)
+	s.FreeSince(mark, x) // the attention block's intermediates (autograd keeps what it needs)
 	h = l.PostAttentionLayernorm.Forward(s, x)
 	residual = x
 	if cfg.ApplyResidualConnectionPostLayernorm {

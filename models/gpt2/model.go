@@ -377,8 +377,10 @@ func (m *Model) dropout(s *tensor.Scope, x *tensor.T, p float64) *tensor.T {
 }
 
 func (m *Model) block(s *tensor.Scope, idx int, l *Block, x, causal, padding *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
+	mark := s.Mark()
 	a := m.attention(s, idx, l.Attn, l.Ln1.Forward(s, x), causal, padding, past, prefix, newKV)
 	x = s.Add(a, x)
+	s.FreeSince(mark, x) // the attention block's intermediates (autograd keeps what it needs)
 	f := l.MLP.CProj.Forward(s, m.act(s, l.MLP.CFc.Forward(s, l.Ln2.Forward(s, x))))
 	return s.Add(x, m.dropout(s, f, m.Config.ResidPdrop))
 }
