@@ -6,39 +6,23 @@ import lib "github.com/sugarme/gotch/libtch"
 // attention scores, whose producer's backward does not need them). libtch returns a second handle to the result, freed here.
 
 // MulScalar_ is a *= v.
-func (s *Scope) MulScalar_(a *T, v float64) {
-	if !s.ok(a) {
-		return
-	}
-	sc := lib.AtsFloat(v)
-	lib.AtgMulScalar_(s.ptr(), a.c, sc)
-	lib.AtsFree(sc)
-	s.freeSlot()
-	s.check("mul_")
-}
+func (s *Scope) MulScalar_(a *T, v float64) { s.scalarInPlace("mul_", lib.AtgMulScalar_, a, v) }
 
 // DivScalar_ is a /= v.
-func (s *Scope) DivScalar_(a *T, v float64) {
-	if !s.ok(a) {
-		return
-	}
-	sc := lib.AtsFloat(v)
-	lib.AtgDivScalar_(s.ptr(), a.c, sc)
-	lib.AtsFree(sc)
-	s.freeSlot()
-	s.check("div_")
-}
+func (s *Scope) DivScalar_(a *T, v float64) { s.scalarInPlace("div_", lib.AtgDivScalar_, a, v) }
 
 // AddScalar_ is a += v.
-func (s *Scope) AddScalar_(a *T, v float64) {
+func (s *Scope) AddScalar_(a *T, v float64) { s.scalarInPlace("add_", lib.AtgAddScalar_, a, v) }
+
+func (s *Scope) scalarInPlace(op string, f func(*lib.Ctensor, lib.Ctensor, lib.Cscalar), a *T, v float64) {
 	if !s.ok(a) {
 		return
 	}
 	sc := lib.AtsFloat(v)
-	lib.AtgAddScalar_(s.ptr(), a.c, sc)
+	f(s.ptr(), a.c, sc)
 	lib.AtsFree(sc)
 	s.freeSlot()
-	s.check("add_")
+	s.check(op)
 }
 
 // Add_ is a += b.
