@@ -92,6 +92,7 @@ func run(dir, placement string, steps int, lr float64) error {
 	if err != nil {
 		return err
 	}
+	peft.SetSeed(1) // the adapter's random init: the same numbers every run
 	m, err := adapter.Wrap(base, cfg)
 	if err != nil {
 		return err

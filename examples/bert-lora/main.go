@@ -40,6 +40,7 @@ func run(dir string, epochs int, lr float64) error {
 	if err != nil {
 		return err
 	}
+	peft.SetSeed(1) // the adapter's random init: the same numbers every run
 	m, err := lora.Wrap(base, &lora.Config{R: 8, LoraAlpha: 16, TargetModules: lora.List("query", "value"),
 		Task: peft.SeqCls})
 	if err != nil {

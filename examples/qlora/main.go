@@ -250,13 +250,13 @@ func run(o options) error {
 	lcfg := func() *lora.Config {
 		return &lora.Config{R: o.r, LoraAlpha: float64(2 * o.r), TargetModules: lora.Regex("all-linear")}
 	}
-	tensor.ManualSeed(42)
+	peft.SetSeed(42)
 	qm, err := lora.Wrap(q, lcfg())
 	if err != nil {
 		return err
 	}
 	fmt.Println("QLoRA:", peft.TrainableSummary(qm))
-	tensor.ManualSeed(42)
+	peft.SetSeed(42)
 	fm, err := lora.Wrap(f, lcfg())
 	if err != nil {
 		return err

@@ -444,6 +444,7 @@ func tune(method, cache string, fresh func() (*llama.Model, error), ev *evaluato
 	var model train.Model = base
 	var pm *peft.Model
 	if sp.config != nil {
+		peft.SetSeed(Seed) // the adapter's initialisation (libtorch seeds itself from the OS otherwise)
 		if pm, err = peft.New(base, sp.config()); err != nil {
 			base.Free()
 			return result{}, err
@@ -470,6 +471,7 @@ func tune(method, cache string, fresh func() (*llama.Model, error), ev *evaluato
 	r.estimate = est.Total
 
 	_ = memstat.ResetPeak()
+	before := memstat.RSS()
 	t0 := time.Now()
 	tr := train.New(model, train.Config{LR: sp.lr, BatchSize: tuneBatch, Epochs: sp.epochs, WarmupRatio: 0.05,
 		Schedule: train.Cosine, MaxGradNorm: 1, Seed: Seed,
@@ -480,8 +482,10 @@ func tune(method, cache string, fresh func() (*llama.Model, error), ev *evaluato
 	endBar()
 	r.seconds = time.Since(t0).Seconds()
 	r.peak = memstat.PeakRSS()
-	fmt.Printf("memory: estimate %s (peft.EstimateMemory, batch %d × %d tokens), measured peak RSS %s\n",
-		mib(r.estimate), tuneBatch, tuneSeq, mib(r.peak))
+	// The estimate sizes a process that only trains; this one already holds
+	// the data, the tokenizer and what the evaluation left in malloc's heap.
+	fmt.Printf("memory: estimate %s (peft.EstimateMemory, batch %d × %d tokens), measured peak RSS %s (%s resident when tuning started)\n",
+		mib(r.estimate), tuneBatch, tuneSeq, mib(r.peak), mib(before))
 
 	acc, err := ev.accuracy(model)
 	if err != nil {
