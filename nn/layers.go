@@ -53,17 +53,11 @@ type Conv1D struct {
 }
 
 func (l *Conv1D) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
-	shape := x.Shape()
-	w := l.Weight.Shape()
-	flat := s.Reshape(x, -1, w[0])
-	var y *tensor.T
+	var b *tensor.T
 	if l.Bias != nil {
-		y = s.Addmm(l.Bias.t, flat, l.Weight.t)
-	} else {
-		y = s.Matmul(flat, l.Weight.t)
+		b = l.Bias.t
 	}
-	out := append(append([]int64{}, shape[:len(shape)-1]...), w[1])
-	return s.View(y, out...)
+	return s.Conv1D(x, l.Weight.t, b)
 }
 
 func (l *Conv1D) ExtraRepr() string {

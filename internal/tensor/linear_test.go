@@ -74,7 +74,7 @@ func TestLinearFewRowsUnderNoGrad(t *testing.T) {
 	w := s.Randn(Float32, 7, 5)
 	s.SetRequiresGrad(w, true)
 	x := s.Randn(Float32, 2, 1, 5)
-	require.Equal(t, int64(2), s.fewRows(x, w, nil))
+	require.Equal(t, int64(2), s.fewRows(x, w, nil, w.Size(1)))
 	want := s.Matmul(x, s.Transpose(w, 0, 1))
 	got := s.Linear(x, w, nil)
 	require.NoError(t, s.Err())
@@ -104,8 +104,9 @@ func TestNestedNoGradScopesRestoreTheMode(t *testing.T) {
 	}
 }
 
-// The few-rows kernel against libtorch's matmul in float64 (an independent
-// product): every row count it takes, inner sizes with and without a tail
+// The few-rows kernels (Linear's [out, in] weights and Conv1D's [in, out])
+// against libtorch's matmul in float64 (an independent product): every row
+// count they take, inner sizes with and without a tail
 // beyond its 8-wide blocks, weights small enough to run on one thread and
 // large enough to be split across the OpenMP team, bias or none, and an
 // input that is a non-contiguous view.
@@ -129,12 +130,19 @@ func TestLinearFewRowsKernelMatchesMatmul(t *testing.T) {
 					if bias != nil {
 						want = s.Add(want, s.To(bias, Float64))
 					}
-					got := s.Linear(x, w, bias)
-					require.NoError(t, s.Err())
-					require.Equal(t, []int64{rows, out}, got.Shape())
-					tol := 1e-5 * float64(in)
-					require.InDeltaSlice(t, toF64(s.Float32s(s.To(want, Float32))), toF64(s.Float32s(got)), tol,
-						"w %dx%d rows %d bias %v strided %v", out, in, rows, bias != nil, strided)
+					for _, conv1D := range []bool{false, true} {
+						var got *T
+						if conv1D { // GPT-2's layout: the same weight as [in, out]
+							got = s.Conv1D(x, s.Contiguous(s.Transpose(w, 0, 1)), bias)
+						} else {
+							got = s.Linear(x, w, bias)
+						}
+						require.NoError(t, s.Err())
+						require.Equal(t, []int64{rows, out}, got.Shape())
+						tol := 1e-5 * float64(in)
+						require.InDeltaSlice(t, toF64(s.Float32s(s.To(want, Float32))), toF64(s.Float32s(got)), tol,
+							"w %dx%d rows %d bias %v strided %v conv1D %v", out, in, rows, bias != nil, strided, conv1D)
+					}
 				}
 			}
 		}

@@ -474,8 +474,11 @@ func (s *Scope) Linear(x, w, b *T) *T {
 	if !s.ok(x, w) {
 		return nil
 	}
-	if n := s.fewRows(x, w, b); n > 0 {
-		return s.linearFewRows(x, w, b, n)
+	if n := s.fewRows(x, w, b, w.Size(1)); n > 0 {
+		if y, ok := s.rowsKernel(x, w, b, n, false); ok {
+			return y
+		}
+		return s.linearMV(x, w, b, n)
 	}
 	lib.AtgLinear(s.ptr(), x.c, w.c, cOf(b))
 	return s.result("linear")

@@ -9,27 +9,26 @@ import (
 	lib "github.com/sugarme/gotch/libtch"
 )
 
-// maxFewRows is how many rows Linear computes with its own kernel instead
-// of libtorch's linear. A decoding step multiplies one row per sequence by
-// every weight: OpenBLAS's GEMM packs the whole weight for each call (as
-// costly as the product itself at this size) and its GEMV reads the weight
-// once per row. gopeft_linear_rows (rows.c) reads each weight row once and
-// multiplies it into all rows. BenchmarkDecodeStepWeights (the benchmark
+// maxFewRows is how many rows Linear and Conv1D compute with their own
+// kernels instead of libtorch's. A decoding step multiplies one row per
+// sequence by every weight: OpenBLAS's GEMM packs the whole weight for each
+// call (as costly as the product itself at this size) and its GEMV reads
+// the weight once per row. The kernels in rows.c read each weight once and
+// multiply it into all rows. BenchmarkDecodeStepWeights (the benchmark
 // model's 57 decode-step weights, 2 threads): 1 row 6.9 ms (GEMV 8.8, GEMM
 // 10.7), 4 rows 8.3 ms (GEMV per row 21.4, GEMM 13.9). At 8 rows the
 // kernel no longer wins (9.7 ms vs GEMM's 9.6 in a standalone C timing).
+// BenchmarkDecodeStepConv1D (GPT-2 small's 48 Conv1D weights): 1 row 15.9
+// ms (addmm 26.7), 4 rows 20.4 ms (33.9).
 const maxFewRows = C.GOPEFT_MAX_ROWS
 
-// fewRows is the number of rows of x when Linear should use its few-rows
-// path (0 when not): few rows, a 2-D weight, and no autograd graph to
-// record (no-grad mode, as in generation, or no input requiring grad);
-// training keeps libtorch's linear and its backward.
-func (s *Scope) fewRows(x, w, b *T) int64 {
-	if w.Dim() != 2 || x.Dim() < 1 {
-		return 0
-	}
-	in := w.Size(1)
-	if x.Size(-1) != in || in == 0 {
+// fewRows is the number of rows of x (whose last dimension must be in)
+// when Linear or Conv1D should use the few-rows path (0 when not): few
+// rows, a 2-D weight, and no autograd graph to record (no-grad mode, as in
+// generation, or no input requiring grad); training keeps libtorch's ops
+// and their backward.
+func (s *Scope) fewRows(x, w, b *T, in int64) int64 {
+	if w.Dim() != 2 || x.Dim() < 1 || x.Size(-1) != in || in == 0 {
 		return 0
 	}
 	n := x.Numel() / in
@@ -42,27 +41,61 @@ func (s *Scope) fewRows(x, w, b *T) int64 {
 	return n
 }
 
-// linearFewRows is Linear for n ≤ maxFewRows rows: the kernel for float32,
-// one matrix-vector product per row for other dtypes.
-func (s *Scope) linearFewRows(x, w, b *T, n int64) *T {
-	f32 := x.DType() == Float32 && w.DType() == Float32 && (b == nil || b.DType() == Float32)
-	if !f32 || (b != nil && (b.Dim() != 1 || b.Size(0) != w.Size(0))) {
-		return s.linearMV(x, w, b, n)
+// rowsKernel computes x's n rows times w with the C kernels — w [out, in]
+// (Linear) or, when conv1D, w [in, out] — plus b, and reports false without
+// doing anything when they do not apply (not float32, or a bias that is
+// not one value per output).
+func (s *Scope) rowsKernel(x, w, b *T, n int64, conv1D bool) (*T, bool) {
+	out, in := w.Size(0), w.Size(1)
+	if conv1D {
+		out, in = in, out
+	}
+	if x.DType() != Float32 || w.DType() != Float32 ||
+		(b != nil && (b.DType() != Float32 || b.Dim() != 1 || b.Size(0) != out)) {
+		return nil, false
 	}
 	x, w, b = s.contiguous(x), s.contiguous(w), s.contiguous(b)
 	shape := x.Shape()
-	shape[len(shape)-1] = w.Size(0)
+	shape[len(shape)-1] = out
 	y := s.Empty(Float32, shape...)
 	if s.Err() != nil {
-		return nil
+		return nil, true
 	}
 	var bp *C.float
 	if b != nil {
 		bp = (*C.float)(lib.AtDataPtr(b.c))
 	}
-	C.gopeft_linear_rows((*C.float)(lib.AtDataPtr(x.c)), (*C.float)(lib.AtDataPtr(w.c)), bp,
-		(*C.float)(lib.AtDataPtr(y.c)), C.int(n), C.int64_t(w.Size(0)), C.int64_t(w.Size(1)))
-	return y
+	xp, wp, yp := (*C.float)(lib.AtDataPtr(x.c)), (*C.float)(lib.AtDataPtr(w.c)), (*C.float)(lib.AtDataPtr(y.c))
+	if conv1D {
+		C.gopeft_linear_rows_t(xp, wp, bp, yp, C.int(n), C.int64_t(out), C.int64_t(in))
+	} else {
+		C.gopeft_linear_rows(xp, wp, bp, yp, C.int(n), C.int64_t(out), C.int64_t(in))
+	}
+	return y, true
+}
+
+// Conv1D is GPT-2's Conv1D: x @ w + b for x [..., in] and w [in, out] (b
+// optional), with the few-rows kernel for a decoding step's rows.
+func (s *Scope) Conv1D(x, w, b *T) *T {
+	if !s.ok(x, w) {
+		return nil
+	}
+	in := w.Size(0)
+	if n := s.fewRows(x, w, b, in); n > 0 {
+		if y, ok := s.rowsKernel(x, w, b, n, true); ok {
+			return y
+		}
+	}
+	shape := x.Shape()
+	flat := s.Reshape(x, -1, in)
+	var y *T
+	if b != nil {
+		y = s.Addmm(b, flat, w)
+	} else {
+		y = s.Matmul(flat, w)
+	}
+	shape[len(shape)-1] = w.Size(1)
+	return s.View(y, shape...)
 }
 
 // contiguous is t itself when its memory is already dense and in order

@@ -54,3 +54,43 @@ func BenchmarkDecodeStepWeights(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeStepConv1D is the same for GPT-2 small's Conv1D weights
+// ([in, out]: 12 layers of c_attn 768×2304, attn.c_proj 768×768, c_fc
+// 768×3072, mlp.c_proj 3072×768), with bias: Conv1D (the few-rows kernel
+// up to 4 rows) against libtorch's addmm (OpenBLAS GEMM), as before.
+//
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepConv1D ./internal/tensor/
+func BenchmarkDecodeStepConv1D(b *testing.B) {
+	s := NoGradScope()
+	defer s.Close()
+	type wb struct{ w, b *T }
+	var ws []wb
+	for range 12 {
+		for _, d := range [][2]int64{{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}} {
+			ws = append(ws, wb{s.Randn(Float32, d[0], d[1]), s.Randn(Float32, d[1])})
+		}
+	}
+	for _, rows := range []int64{1, 4} {
+		xs := map[int64]*T{768: s.Randn(Float32, rows, 768), 3072: s.Randn(Float32, rows, 3072)}
+		for _, way := range []string{"Conv1D", "libtorch-addmm"} {
+			b.Run(fmt.Sprintf("rows=%d/%s", rows, way), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					mark := s.Mark()
+					for _, p := range ws {
+						x := xs[p.w.Size(0)]
+						if way == "Conv1D" {
+							s.Conv1D(x, p.w, p.b)
+						} else {
+							s.Addmm(p.b, x, p.w)
+						}
+					}
+					s.FreeSince(mark)
+				}
+				if err := s.Err(); err != nil {
+					b.Fatal(err)
+				}
+			})
+		}
+	}
+}
