@@ -43,21 +43,6 @@ static inline __attribute__((always_inline)) float sum8(v8 v) {
 		}                                                                    \
 	}
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-// One build runs everywhere; the loader picks the AVX-512 or AVX2 copy
-// where the CPU has it (the loop is bound by reading the weight).
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-static void rows_range(const float *x, const float *w, const float *b, float *y,
-                       int rows, int64_t n_out, int64_t k, int64_t n0, int64_t n1) {
-	switch (rows) {
-	case 1: ROWS(1) break;
-	case 2: ROWS(2) break;
-	case 3: ROWS(3) break;
-	case 4: ROWS(4) break;
-	}
-}
-
 // COLS computes y[r, n0:n1] = b + sum_j x[r, j] * w[j, n0:n1] (w [k, n_out],
 // GPT-2's Conv1D layout) in tiles of TILE columns, so that a tile of every
 // row stays in L1 while the weight's rows stream through once; four weight
@@ -96,17 +81,28 @@ static void rows_range(const float *x, const float *w, const float *b, float *y,
 	}
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+// One build runs everywhere; the loader picks the AVX-512 or AVX2 copy
+// where the CPU has it (the loops are bound by reading the weight).
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
 #endif
-static void cols_range(const float *x, const float *w, const float *b, float *y,
-                       int rows, int64_t n_out, int64_t k, int64_t n0, int64_t n1) {
-	switch (rows) {
-	case 1: COLS(1) break;
-	case 2: COLS(2) break;
-	case 3: COLS(3) break;
-	case 4: COLS(4) break;
+
+// RANGE_FN defines name(), which runs BODY for outputs n0..n1 with the row
+// count as a compile-time constant.
+#define RANGE_FN(name, BODY)                                                          \
+	CLONES static void name(const float *x, const float *w, const float *b, float *y, \
+	                        int rows, int64_t n_out, int64_t k, int64_t n0, int64_t n1) { \
+		switch (rows) {                                                               \
+		case 1: BODY(1) break;                                                        \
+		case 2: BODY(2) break;                                                        \
+		case 3: BODY(3) break;                                                        \
+		case 4: BODY(4) break;                                                        \
+		}                                                                             \
 	}
-}
+
+RANGE_FN(rows_range, ROWS)
+RANGE_FN(cols_range, COLS)
 
 typedef void (*range_fn)(const float *, const float *, const float *, float *, int, int64_t, int64_t, int64_t, int64_t);
 
