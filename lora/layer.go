@@ -156,22 +156,27 @@ func (l *Linear) effectiveWeight(s *tensor.Scope, w *tensor.T, name string) *ten
 	return s.Add(w, l.delta(s, name))
 }
 
-// Forward implements nn.Layer.
+// Forward implements nn.Layer. On a half-precision base with float32
+// adapters (PEFT's autocast_adapter_dtype) the input is cast to the
+// adapter's dtype, the update is added in that dtype and the sum is cast
+// back to the base output's dtype, as PEFT does.
 func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 	y := l.Base.Forward(s, x)
 	if l.disabled || len(l.merged) > 0 {
 		return y
 	}
+	outDT := y.DType()
 	if l.rows != nil { // inside peft.Model.ForwardMixed
-		return l.mixedForward(s, x, y, l.rows)
+		return castTo(s, l.mixedForward(s, x, y, l.rows), outDT)
 	}
 	for _, name := range l.active {
 		if _, ok := l.A.Get(name); !ok {
 			continue
 		}
 		drop, _ := l.Dropout.Get(name)
-		xa := drop.(nn.Layer).Forward(s, x)
-		lora := s.MulScalar(l.lin(l.B, name).Forward(s, l.lin(l.A, name).Forward(s, xa)), l.scaling[name])
+		a := l.lin(l.A, name)
+		xa := drop.(nn.Layer).Forward(s, castTo(s, x, a.Weight.DType()))
+		lora := s.MulScalar(l.lin(l.B, name).Forward(s, a.Forward(s, xa)), l.scaling[name])
 		if !l.isDoRA(name) {
 			y = s.Add(y, lora)
 			continue
@@ -188,14 +193,22 @@ func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 		s.Track(norm)
 		mag, _ := l.Magnitude.Get(name)
 		g := s.Div(mag.(*Magnitude).Weight.T(), norm)
-		wt := l.baseWeightT(s)
+		wt := castTo(s, l.baseWeightT(s), xa.DType())
 		if t {
 			wt = s.Transpose(wt, 0, 1)
 		}
 		baseOut := s.Linear(xa, wt, nil)
 		y = s.Add(y, s.Add(s.Mul(s.AddScalar(g, -1), baseOut), s.Mul(g, lora)))
 	}
-	return y
+	return castTo(s, y, outDT)
+}
+
+// castTo is t in dtype dt (t itself when it has it).
+func castTo(s *tensor.Scope, t *tensor.T, dt tensor.DType) *tensor.T {
+	if t == nil || t.DType() == dt {
+		return t
+	}
+	return s.To(t, dt)
 }
 
 // Merge folds adapters into the base weight: W += ΔW (transposed for
@@ -232,7 +245,7 @@ func (l *Linear) Merge(names []string, safe bool) error {
 			}
 			nw = s.Add(w.T(), d)
 		}
-		nw = s.Contiguous(nw)
+		nw = s.Contiguous(castTo(s, nw, w.DType())) // a bf16 base stays bf16 (PEFT's in-place +=)
 		if err := s.Err(); err != nil {
 			return err
 		}
@@ -285,7 +298,7 @@ func (l *Linear) Unmerge() error {
 		} else {
 			nw = s.Sub(w.T(), d)
 		}
-		nw = s.Contiguous(nw)
+		nw = s.Contiguous(castTo(s, nw, w.DType()))
 		if err := s.Err(); err != nil {
 			return err
 		}

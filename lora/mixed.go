@@ -55,14 +55,18 @@ func (l *Linear) mixedForward(s *tensor.Scope, x, y *tensor.T, rows []string) *t
 	for _, name := range order {
 		g := groups[name]
 		drop, _ := l.Dropout.Get(name)
+		xin := castTo(s, x, l.lin(l.A, name).Weight.DType())
 		if len(g) == len(rows) { // every row: no gather/scatter needed
-			xa := drop.(nn.Layer).Forward(s, x)
+			xa := drop.(nn.Layer).Forward(s, xin)
 			y = s.Add(y, s.MulScalar(l.lin(l.B, name).Forward(s, l.lin(l.A, name).Forward(s, xa)), l.scaling[name]))
 			continue
 		}
 		idx := s.FromInt64(g, int64(len(g)))
-		xa := drop.(nn.Layer).Forward(s, s.IndexSelect(x, 0, idx))
+		xa := drop.(nn.Layer).Forward(s, s.IndexSelect(xin, 0, idx))
 		upd := s.MulScalar(l.lin(l.B, name).Forward(s, l.lin(l.A, name).Forward(s, xa)), l.scaling[name])
+		if y.DType() != upd.DType() { // index_add_ needs one dtype: add in the adapter's (PEFT's promotion)
+			y = s.To(y, upd.DType())
+		}
 		y = s.IndexAdd(y, 0, idx, upd)
 	}
 	return y

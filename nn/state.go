@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"strings"
+	"unsafe"
 
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/safetensors"
@@ -50,6 +51,15 @@ type LoadOptions struct {
 	// DType is the dtype floating-point parameters get (F16/BF16/F32 files are
 	// converted on load). Zero means float32.
 	DType tensor.DType
+	// Device the parameters go to (the zero value is the CPU).
+	Device tensor.Device
+	// Map leaves a CPU parameter whose stored dtype is the wanted one as a
+	// view of the set's copy-on-write mapping instead of copying it: the
+	// set must then stay open until those parameters are freed (the
+	// families keep it in models.Weights). A write to such a parameter
+	// (merging an adapter, an optimizer step) gives the process a private
+	// copy of the pages it touches; the file is never written.
+	Map bool
 	// Prefix is prepended to every parameter name to find its key in the
 	// files (e.g. "base_model.model.").
 	Prefix string
@@ -66,28 +76,56 @@ type LoadOptions struct {
 
 // TensorFromFile reads one tensor of a safetensors set into a new tensor
 // of the scope (one copy out of the mmap), converting floating-point data to
-// dt when dt is non-zero.
+// dt when dt is non-zero, on the scope's device.
 func TensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor.DType) (*tensor.T, error) {
+	t, _, err := tensorFromFile(s, set, key, dt, false)
+	return t, err
+}
+
+// tensorFromFile is TensorFromFile that, with mapped, returns a view of the
+// mapping itself (no copy) when the data already has dtype dt, the scope
+// is on the CPU and the bytes are aligned; it reports whether it did.
+func tensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor.DType, mapped bool) (*tensor.T, bool, error) {
 	info, f, ok := set.Info(key)
 	if !ok {
-		return nil, fmt.Errorf("no tensor %q in the safetensors files", key)
+		return nil, false, fmt.Errorf("no tensor %q in the safetensors files", key)
 	}
 	src, ok := DTypeOf(info.DType)
 	if !ok {
-		return nil, fmt.Errorf("%s: tensor %q: unsupported dtype %q", f.Path(), key, info.DType)
+		return nil, false, fmt.Errorf("%s: tensor %q: unsupported dtype %q", f.Path(), key, info.DType)
 	}
 	data, err := set.Data(key)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	t := s.FromBytes(src, info.Shape, data)
-	if dt != 0 && dt != src && isFloat(src) {
+	convert := dt != 0 && dt != src && isFloat(src)
+	dev := s.SetDevice(tensor.CPU) // read on the host, then move
+	defer s.SetDevice(dev)
+	var t *tensor.T
+	view := false
+	if len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(src.Size()) == 0 {
+		// a view of the mapping: kept as is when mapping, else the source
+		// of one conversion or copy (no staging copy in between)
+		t = s.FromBlob(unsafe.Pointer(&data[0]), src, info.Shape)
+		view = true
+	} else {
+		t = s.FromBytes(src, info.Shape, data)
+	}
+	switch {
+	case convert:
 		t = s.To(t, dt)
+		view = false
+	case view && (!mapped || dev.IsCUDA()):
+		t = s.Copy(t)
+		view = false
+	}
+	if dev.IsCUDA() {
+		t = s.ToDevice(t, dev)
 	}
 	if err := s.Err(); err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", f.Path(), key, err)
+		return nil, false, fmt.Errorf("%s: tensor %q: %w", f.Path(), key, err)
 	}
-	return t, nil
+	return t, view, nil
 }
 
 // LoadState copies tensors from a safetensors set into m's parameters,
@@ -97,6 +135,14 @@ func TensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor
 // file and the key. Everything is checked before any parameter changes, so
 // a load that fails on bad input leaves m as it was.
 func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
+	_, err := LoadStateMapped(m, set, opts)
+	return err
+}
+
+// LoadStateMapped is LoadState that reports how many parameters are views
+// of the set's mapping (opts.Map): when any are, the set must stay open
+// until they are freed.
+func LoadStateMapped(m Module, set *safetensors.Set, opts LoadOptions) (mapped int, err error) {
 	dt := opts.DType
 	if dt == 0 {
 		dt = tensor.Float32
@@ -115,24 +161,24 @@ func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
 			if opts.AllowMissing != nil && opts.AllowMissing(np.Name) {
 				continue
 			}
-			return fmt.Errorf("%s: missing tensor %q", setName(set), key)
+			return 0, fmt.Errorf("%s: missing tensor %q", setName(set), key)
 		}
 		used[key] = true
 		if want := np.Param.Shape(); !SameShape(want, info.Shape) {
-			return fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", f.Path(), key, info.Shape, want)
+			return 0, fmt.Errorf("%s: tensor %q has shape %v, the model expects %v", f.Path(), key, info.Shape, want)
 		}
 		src, ok := DTypeOf(info.DType)
 		if !ok {
-			return fmt.Errorf("%s: tensor %q: unsupported dtype %q", f.Path(), key, info.DType)
+			return 0, fmt.Errorf("%s: tensor %q: unsupported dtype %q", f.Path(), key, info.DType)
 		}
 		target := dt
 		if pd := np.Param.DType(); !isFloat(pd) {
 			target = pd
 			if src != pd {
-				return fmt.Errorf("%s: tensor %q has dtype %s, the model expects %s", f.Path(), key, info.DType, pd)
+				return 0, fmt.Errorf("%s: tensor %q has dtype %s, the model expects %s", f.Path(), key, info.DType, pd)
 			}
 		} else if !isFloat(src) {
-			return fmt.Errorf("%s: tensor %q has dtype %s, the model expects floating-point data", f.Path(), key, info.DType)
+			return 0, fmt.Errorf("%s: tensor %q has dtype %s, the model expects floating-point data", f.Path(), key, info.DType)
 		}
 		loads = append(loads, load{np.Param, key, target})
 	}
@@ -144,21 +190,25 @@ func LoadState(m Module, set *safetensors.Set, opts LoadOptions) error {
 			continue
 		}
 		_, f, _ := set.Info(key)
-		return fmt.Errorf("%s: unexpected tensor %q (no such parameter in the model)", f.Path(), key)
+		return 0, fmt.Errorf("%s: unexpected tensor %q (no such parameter in the model)", f.Path(), key)
 	}
 	s := tensor.NoGradScope()
 	defer s.Close()
+	s.SetDevice(opts.Device)
 	for _, l := range loads {
-		t, err := TensorFromFile(s, set, l.key, l.target)
+		t, view, err := tensorFromFile(s, set, l.key, l.target, opts.Map)
 		if err != nil {
-			return err
+			return mapped, err
+		}
+		if view {
+			mapped++
 		}
 		if opts.Trainable && isFloat(l.target) {
 			s.SetRequiresGrad(t, true)
 		}
 		l.p.Set(s.Keep(t))
 	}
-	return s.Err()
+	return mapped, s.Err()
 }
 
 // StateTensors copies named tensors out of libtorch for writing.
@@ -205,6 +255,9 @@ func setName(set *safetensors.Set) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// IsFloat reports whether d is a floating-point dtype.
+func IsFloat(d tensor.DType) bool { return isFloat(d) }
 
 func isFloat(d tensor.DType) bool {
 	return d == tensor.Float32 || d == tensor.Float16 || d == tensor.BFloat16 || d == tensor.Float64

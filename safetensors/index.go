@@ -156,8 +156,8 @@ func (s *Set) Info(name string) (TensorInfo, *File, bool) {
 	return info, f, true
 }
 
-// Data returns the named tensor's bytes (a read-only slice of its file's
-// mapping, valid until Close).
+// Data returns the named tensor's bytes (a slice of its file's
+// copy-on-write mapping, valid until Close).
 func (s *Set) Data(name string) ([]byte, error) {
 	f, ok := s.where[name]
 	if !ok {

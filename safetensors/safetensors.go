@@ -8,11 +8,14 @@
 // may carry a "__metadata__" object of string pairs. Tensors are stored
 // row-major and little-endian.
 //
-// Open maps a file into memory read-only (syscall.Mmap with PROT_READ and
-// MAP_SHARED) and validates the whole header up front, so that File.Data can
-// hand out slices of the mapping without copying. Those slices are read-only
-// memory: writing to them crashes the program, and they become invalid once
-// the File is closed. Copy the bytes (or decode them with Float32s, Int64s,
+// Open maps a file into memory copy-on-write (syscall.Mmap with MAP_PRIVATE)
+// and validates the whole header up front, so that File.Data can hand out
+// slices of the mapping without copying. The file is never written: a write
+// to such a slice gives the writing process a private copy of that page
+// (this is what lets a model's frozen weights be views of the file and a
+// merge still change one of them). Pages that are only read stay the
+// kernel's page cache, shared between processes and evictable. The slices
+// become invalid once the File is closed. Copy the bytes (or decode them with Float32s, Int64s,
 // F16ToF32, BF16ToF32) when they must outlive the File.
 //
 // Write produces files in the same layout as the Python library (tensors
@@ -124,7 +127,7 @@ type File struct {
 	closed bool
 }
 
-// Open maps the safetensors file at path read-only and validates its header:
+// Open maps the safetensors file at path (copy-on-write) and validates its header:
 // the JSON must parse, every dtype must be known, every data_offsets range
 // must match its shape and dtype, lie inside the data buffer and not overlap
 // another tensor.
@@ -148,7 +151,7 @@ func Open(path string) (*File, error) {
 	if int64(int(size)) != size {
 		return nil, fmt.Errorf("%s: file of %d bytes is too large to map", path, size)
 	}
-	mm, err := syscall.Mmap(int(fd.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	mm, err := syscall.Mmap(int(fd.Fd()), 0, int(size), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE)
 	if err != nil {
 		return nil, fmt.Errorf("%s: mmap: %w", path, err)
 	}
@@ -327,8 +330,9 @@ func (f *File) Info(name string) (TensorInfo, bool) {
 	return info, ok
 }
 
-// Data returns the named tensor's bytes as a read-only slice of the mapping
-// (no copy). The slice is valid until Close.
+// Data returns the named tensor's bytes as a slice of the copy-on-write
+// mapping (no copy; writes never reach the file). The slice is valid until
+// Close.
 func (f *File) Data(name string) ([]byte, error) {
 	if f.closed {
 		return nil, fmt.Errorf("%s: tensor %q: file is closed", f.path, name)

@@ -10,7 +10,7 @@ import (
 // ---- creation ---------------------------------------------------------------
 
 // FromBytes copies raw little-endian data of the given dtype and shape into a
-// new CPU tensor.
+// new tensor on the scope's device.
 func (s *Scope) FromBytes(dt DType, shape []int64, data []byte) *T {
 	if s.err != nil {
 		return nil
@@ -34,7 +34,13 @@ func (s *Scope) FromBytes(dt DType, shape []int64, data []byte) *T {
 		dims = []int64{1} // at_tensor_of_data needs a dims pointer; ndims=0 makes a scalar
 	}
 	s.out[0] = lib.AtTensorOfData(p, dims, uint(len(shape)), uint(dt.Size()), int(dt))
-	return s.result("from_data")
+	t := s.result("from_data")
+	if s.dev.IsCUDA() && t != nil {
+		host := t
+		t = s.ToDevice(host, s.dev)
+		s.Drop(host)
+	}
+	return t
 }
 
 // FromFloat32 makes a float32 tensor from v.
@@ -60,7 +66,7 @@ func (s *Scope) Zeros(dt DType, shape ...int64) *T {
 	if !s.ok() {
 		return nil
 	}
-	lib.AtgZeros(s.ptr(), shape, len(shape), int32(dt), cpu)
+	lib.AtgZeros(s.ptr(), shape, len(shape), int32(dt), s.dev.code())
 	return s.result("zeros")
 }
 
@@ -69,7 +75,7 @@ func (s *Scope) Ones(dt DType, shape ...int64) *T {
 	if !s.ok() {
 		return nil
 	}
-	lib.AtgOnes(s.ptr(), shape, len(shape), int32(dt), cpu)
+	lib.AtgOnes(s.ptr(), shape, len(shape), int32(dt), s.dev.code())
 	return s.result("ones")
 }
 
@@ -79,7 +85,7 @@ func (s *Scope) Full(dt DType, v float64, shape ...int64) *T {
 		return nil
 	}
 	sc := lib.AtsFloat(v)
-	lib.AtgFull(s.ptr(), shape, len(shape), sc, int32(dt), cpu)
+	lib.AtgFull(s.ptr(), shape, len(shape), sc, int32(dt), s.dev.code())
 	lib.AtsFree(sc)
 	return s.result("full")
 }
@@ -90,7 +96,7 @@ func (s *Scope) Arange(dt DType, start, end int64) *T {
 		return nil
 	}
 	a, b := lib.AtsInt(start), lib.AtsInt(end)
-	lib.AtgArangeStart(s.ptr(), a, b, int32(dt), cpu)
+	lib.AtgArangeStart(s.ptr(), a, b, int32(dt), s.dev.code())
 	lib.AtsFree(a)
 	lib.AtsFree(b)
 	return s.result("arange")
@@ -101,7 +107,7 @@ func (s *Scope) Randn(dt DType, shape ...int64) *T {
 	if !s.ok() {
 		return nil
 	}
-	lib.AtgRandn(s.ptr(), shape, len(shape), int32(dt), cpu)
+	lib.AtgRandn(s.ptr(), shape, len(shape), int32(dt), s.dev.code())
 	return s.result("randn")
 }
 
@@ -474,7 +480,7 @@ func (s *Scope) Linear(x, w, b *T) *T {
 	if !s.ok(x, w) {
 		return nil
 	}
-	if n := s.fewRows(x, w, b, w.Size(1)); n > 0 {
+	if n := s.fewRows(x, w, b, w.Size(1)); n > 0 && !w.Device().IsCUDA() {
 		if y, ok := s.rowsKernel(x, w, b, n, false); ok {
 			return y
 		}
@@ -616,7 +622,7 @@ func (s *Scope) Empty(dt DType, shape ...int64) *T {
 	if !s.ok() {
 		return nil
 	}
-	lib.AtgEmpty(s.ptr(), shape, len(shape), int32(dt), cpu)
+	lib.AtgEmpty(s.ptr(), shape, len(shape), int32(dt), s.dev.code())
 	return s.result("empty")
 }
 
@@ -625,7 +631,7 @@ func (s *Scope) Rand(dt DType, shape ...int64) *T {
 	if !s.ok() {
 		return nil
 	}
-	lib.AtgRand(s.ptr(), shape, len(shape), int32(dt), cpu)
+	lib.AtgRand(s.ptr(), shape, len(shape), int32(dt), s.dev.code())
 	return s.result("rand")
 }
 

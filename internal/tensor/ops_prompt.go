@@ -24,6 +24,6 @@ func (s *Scope) Randint(high int64, shape ...int64) *T {
 	if !s.ok() {
 		return nil
 	}
-	lib.AtgRandint(s.ptr(), high, shape, len(shape), int32(Int64), cpu)
+	lib.AtgRandint(s.ptr(), high, shape, len(shape), int32(Int64), s.dev.code())
 	return s.result("randint")
 }

@@ -27,6 +27,7 @@ type Scope struct {
 	err    error
 	closed bool
 	grad   int // -1: untouched; else the grad mode to restore on Close
+	dev    Device // where creation ops put new tensors (SetDevice)
 }
 
 // NewScope pins the calling goroutine to its OS thread until Close.

@@ -18,6 +18,7 @@ import "C"
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"unsafe"
 
@@ -246,4 +247,23 @@ func SetGradEnabled(on bool) bool {
 		v = 1
 	}
 	return gradSetEnabled(v) == 1
+}
+
+// Lowest is the most negative finite value of a floating-point dtype
+// (torch.finfo(dt).min): HF's additive attention masks use it.
+func Lowest(dt DType) float64 {
+	switch dt {
+	case BFloat16:
+		return -3.3895313892515355e+38
+	case Float16:
+		return -65504
+	case Float64:
+		return -math.MaxFloat64
+	}
+	return -math.MaxFloat32
+}
+
+// IsFloat reports whether d is a floating-point dtype.
+func (d DType) IsFloat() bool {
+	return d == Float32 || d == Float16 || d == BFloat16 || d == Float64
 }

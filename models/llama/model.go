@@ -34,6 +34,9 @@ type Model struct {
 	GenerationConfig []byte
 
 	invFreq *tensor.T // rotary inverse frequencies [head_dim/2], float32
+	weights models.Weights
+	dtype   tensor.DType  // of the floating-point weights as loaded (0: float32)
+	device  tensor.Device // where the weights live
 }
 
 // Decoder is LlamaModel.
@@ -106,16 +109,24 @@ func New(cfg *Config, seed int64) (*Model, error) {
 }
 
 // Load reads a HF folder: config.json, model.safetensors (or a sharded
-// index) and generation_config.json when present. Parameters load as
-// float32, trainable (PyTorch's default); PEFT methods freeze them.
-func Load(dir string) (*Model, error) { return load(dir, nil) }
+// index) and generation_config.json when present. Parameters load
+// trainable (PyTorch's default; PEFT methods freeze them) in the dtype the
+// options choose — by default the checkpoint's torch_dtype, as
+// transformers 5 does — and, on the CPU, a weight stored in that dtype is
+// a view of the memory-mapped file rather than a copy (see
+// models.LoadOption).
+func Load(dir string, opts ...models.LoadOption) (*Model, error) { return load(dir, nil, opts) }
 
 // loadStep changes the skeleton before the checkpoint is copied in
 // (LoadQuantized): it returns the keys it reads itself, which LoadState
 // then leaves alone, and a step to run once LoadState is done.
 type loadStep func(m *Model, set *safetensors.Set) (own func(key string) bool, finish func() error, err error)
 
-func load(dir string, step loadStep) (*Model, error) {
+func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) {
+	spec, err := models.ResolveLoad(lopts...)
+	if err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -124,11 +135,22 @@ func load(dir string, step loadStep) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("llama: %w", err)
 	}
-	defer set.Close()
+	mapped := 0
+	defer func() {
+		if mapped == 0 {
+			set.Close()
+		}
+	}()
+	dt, err := spec.ResolveDType(filepath.Join(dir, "config.json"), cfg.Raw, set)
+	if err != nil {
+		return nil, fmt.Errorf("llama: %w", err)
+	}
 	m, err := skeleton(cfg)
 	if err != nil {
 		return nil, err
 	}
+	m.dtype, m.device = dt, spec.Device
+	models.SetConfigDType(cfg.Raw, dt)
 	own, finish := func(string) bool { return false }, func() error { return nil }
 	if step != nil {
 		if own, finish, err = step(m, set); err != nil {
@@ -136,7 +158,7 @@ func load(dir string, step loadStep) (*Model, error) {
 			return nil, err
 		}
 	}
-	opts := nn.LoadOptions{Trainable: true}
+	opts := spec.StateOptions(dt)
 	if cfg.TieWordEmbeddings {
 		// some tied checkpoints also store lm_head.weight: the tie wins, as in HF
 		opts.IgnoreUnexpected = func(k string) bool { return k == "lm_head.weight" }
@@ -149,14 +171,17 @@ func load(dir string, step loadStep) (*Model, error) {
 		return filepath.Ext(k) == ".inv_freq" || (tiedHead != nil && tiedHead(k))
 	}
 	opts.IgnoreUnexpected = func(k string) bool { return own(k) || ignoreRotary(k) }
-	if err := nn.LoadState(m, set, opts); err != nil {
+	if mapped, err = nn.LoadStateMapped(m, set, opts); err != nil {
 		nn.FreeParams(m)
+		mapped = 0
 		return nil, fmt.Errorf("llama: %w", err)
 	}
 	if err := finish(); err != nil {
 		nn.FreeParams(m)
+		mapped = 0
 		return nil, err
 	}
+	m.weights.Hold(set, mapped > 0)
 	m.Path = dir
 	if gc, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
 		m.GenerationConfig = gc
@@ -232,14 +257,29 @@ func (m *Model) initRope() error {
 	}
 	s := tensor.NewScope()
 	defer s.Close()
+	s.SetDevice(m.device)
 	m.invFreq = s.Keep(s.FromFloat32(inv, int64(len(inv))))
 	return s.Err()
 }
 
-// Free releases every tensor of the model.
+// DType is the dtype of the model's floating-point weights as loaded.
+func (m *Model) DType() tensor.DType {
+	if m.dtype == 0 {
+		return tensor.Float32
+	}
+	return m.dtype
+}
+
+// Device is where the model's weights live.
+func (m *Model) Device() tensor.Device { return m.device }
+
+// Free releases every tensor of the model, then the memory-mapped
+// checkpoint its frozen weights viewed: no tensor of the model (nor a
+// handle taken from one of its parameters) may be used afterwards.
 func (m *Model) Free() {
 	nn.FreeParams(m)
 	m.invFreq.Free()
+	m.weights.Release()
 }
 
 // NumLayers is the number of decoder layers.
@@ -254,6 +294,7 @@ func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
 // (when b.UseCache) owns its tensors.
 func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	cfg := m.Config
+	defer s.SetDevice(s.SetDevice(m.device))
 	var x *tensor.T
 	switch {
 	case b.InputsEmbeds != nil:
@@ -289,7 +330,10 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		pos = s.Unsqueeze(s.Arange(tensor.Int64, past, T), 0)
 	}
 	cos, sin := m.rotary(s, pos)
-	mask := m.attentionMask(s, b.AttentionMask, B, L, past, prefixLen)
+	if dt := x.DType(); dt != tensor.Float32 { // HF: cos/sin computed in float32, cast to the activations' dtype
+		cos, sin = s.To(cos, dt), s.To(sin, dt)
+	}
+	mask := m.attentionMask(s, b.AttentionMask, B, L, past, prefixLen, x.DType())
 
 	hasPast := b.PastKeyValues.Len() > 0 // before the loop starts filling the cache
 	var cache *models.Cache
@@ -349,10 +393,11 @@ func (m *Model) rotary(s *tensor.Scope, pos *tensor.T) (cos, sin *tensor.T) {
 	return s.Cos(emb), s.Sin(emb)
 }
 
-// attentionMask builds HF's additive mask [B, 1, L, T]: 0 where a query may
-// attend, float32 min where the key is in the future or padding. It
-// returns nil when nothing is masked (one new token, no padding).
-func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixLen int64) *tensor.T {
+// attentionMask builds HF's additive mask [B, 1, L, T] in the activations'
+// dtype dt: 0 where a query may attend, dt's lowest value where the key is
+// in the future or padding. It returns nil when nothing is masked (one new
+// token, no padding).
+func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixLen int64, dt tensor.DType) *tensor.T {
 	T := past + L
 	var pad *tensor.T
 	if am != nil {
@@ -382,7 +427,7 @@ func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixL
 	} else {
 		masked = s.View(masked, 1, 1, L, T)
 	}
-	return s.MaskedFill(s.Zeros(tensor.Float32, 1, 1, L, T), masked, -math.MaxFloat32)
+	return s.MaskedFill(s.Zeros(dt, 1, 1, L, T), masked, tensor.Lowest(dt))
 }
 
 // forward frees each block's intermediates (their handles; autograd keeps

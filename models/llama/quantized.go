@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/nn/quant"
 	"github.com/gopeft/peft/safetensors"
@@ -18,13 +19,13 @@ import (
 // layers left in float load as float32.
 //
 //	m, err := llama.LoadQuantized(dir, quant.Config{UseDoubleQuant: true}) // NF4 + double quant
-func LoadQuantized(dir string, cfg quant.Config) (*Model, error) {
+func LoadQuantized(dir string, cfg quant.Config, opts ...models.LoadOption) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("llama: %w", err)
 	}
 	m, err := load(dir, func(m *Model, set *safetensors.Set) (func(string) bool, func() error, error) {
 		return quantizeOnLoad(m, set, cfg)
-	})
+	}, opts)
 	if err != nil {
 		return nil, err
 	}

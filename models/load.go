@@ -1,0 +1,208 @@
+package models
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/safetensors"
+)
+
+// LoadOption configures how a model family's Load reads a checkpoint
+// folder: the same options for every family (llama, bloom, gpt2, bert and
+// llama.LoadQuantized), with the names the CLI uses (--dtype, --device).
+//
+//	m, err := llama.Load(dir, models.WithDType("bfloat16"))            // bf16 weights, memory-mapped
+//	m, err := llama.Load(dir, models.WithDType("auto"), models.WithDevice("cuda"))
+type LoadOption func(*LoadSpec) error
+
+// LoadSpec is the resolved form of a Load call's options.
+type LoadSpec struct {
+	// DType of the floating-point weights; 0 is "auto": the checkpoint's
+	// torch_dtype (transformers 5's default), else the dtype of its first
+	// floating-point tensor, else float32.
+	DType tensor.DType
+	// Device the weights live on (CPU by default).
+	Device tensor.Device
+	// NoMmap copies every weight into process memory; by default a frozen
+	// CPU weight stored in the wanted dtype stays a view of the
+	// memory-mapped file (see nn.LoadOptions.Map).
+	NoMmap bool
+}
+
+// ParseDType reads a dtype option: "auto" (or ""), "float32", "bfloat16",
+// "float16", with the aliases fp32/float, bf16, fp16/half and torch's
+// "torch.bfloat16" spellings. Auto is 0.
+func ParseDType(name string) (tensor.DType, error) {
+	switch strings.TrimPrefix(strings.ToLower(strings.TrimSpace(name)), "torch.") {
+	case "", "auto":
+		return 0, nil
+	case "float32", "fp32", "float", "f32":
+		return tensor.Float32, nil
+	case "bfloat16", "bf16":
+		return tensor.BFloat16, nil
+	case "float16", "fp16", "half", "f16":
+		return tensor.Float16, nil
+	}
+	return 0, fmt.Errorf("dtype %q: want auto, float32, bfloat16 or float16", name)
+}
+
+// WithDType sets the dtype the floating-point weights load in (see
+// ParseDType for the names); "auto" is the default.
+func WithDType(name string) LoadOption {
+	return func(sp *LoadSpec) error {
+		dt, err := ParseDType(name)
+		if err != nil {
+			return err
+		}
+		sp.DType = dt
+		return nil
+	}
+}
+
+// WithDevice sets the device the weights load on: "cpu" (the default),
+// "cuda" or "cuda:N". CUDA needs a libtorch built with it (LIBTORCH=…
+// make setup); without one Load fails naming the option.
+func WithDevice(name string) LoadOption {
+	return func(sp *LoadSpec) error {
+		d, err := tensor.ParseDevice(name)
+		if err != nil {
+			return err
+		}
+		sp.Device = d
+		return nil
+	}
+}
+
+// WithoutMmap copies every weight into process memory instead of
+// leaving frozen weights as views of the memory-mapped checkpoint.
+func WithoutMmap() LoadOption {
+	return func(sp *LoadSpec) error { sp.NoMmap = true; return nil }
+}
+
+// WithSpec applies a resolved LoadSpec as a whole (for code that keeps
+// one, such as the CLI).
+func WithSpec(spec LoadSpec) LoadOption {
+	return func(sp *LoadSpec) error { *sp = spec; return nil }
+}
+
+// ResolveLoad applies opts over the defaults (auto dtype, CPU, mapped) and
+// checks that the device exists.
+func ResolveLoad(opts ...LoadOption) (LoadSpec, error) {
+	sp := LoadSpec{Device: tensor.CPU}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o(&sp); err != nil {
+			return sp, err
+		}
+	}
+	if err := tensor.CheckDevice(sp.Device); err != nil {
+		return sp, err
+	}
+	return sp, nil
+}
+
+// configDType is a config.json's torch_dtype (or transformers 5's dtype).
+func configDType(raw map[string]any) (tensor.DType, string, bool) {
+	for _, key := range []string{"torch_dtype", "dtype"} {
+		if v, ok := raw[key].(string); ok && v != "" {
+			dt, err := ParseDType(v)
+			if err == nil && dt != 0 {
+				return dt, key, true
+			}
+		}
+	}
+	return 0, "", false
+}
+
+// DType resolves the dtype for a checkpoint (auto: config.json's
+// torch_dtype, else the first floating-point tensor's dtype, else
+// float32) and checks that libtorch can compute in it on the device.
+// path names config.json in errors.
+func (sp LoadSpec) ResolveDType(path string, raw map[string]any, set *safetensors.Set) (tensor.DType, error) {
+	dt := sp.DType
+	how := "dtype option"
+	if dt == 0 {
+		if d, key, ok := configDType(raw); ok {
+			dt, how = d, fmt.Sprintf("dtype auto (%s's %s)", path, key)
+		} else {
+			dt, how = tensor.Float32, "dtype auto"
+			if set != nil {
+				for _, name := range set.Names() {
+					info, _, _ := set.Info(name)
+					if d, ok := nn.DTypeOf(info.DType); ok && nn.IsFloat(d) {
+						if d != tensor.Float64 {
+							dt = d
+						}
+						how = fmt.Sprintf("dtype auto (the checkpoint's %s tensors)", info.DType)
+						break
+					}
+				}
+			}
+		}
+	}
+	if err := tensor.CanCompute(dt, sp.Device); err != nil {
+		return 0, fmt.Errorf("%s: %s on %s: %w; choose --dtype bfloat16 or float32", how, dt, sp.Device, err)
+	}
+	return dt, nil
+}
+
+// StateOptions are the nn.LoadOptions a family's loader passes to
+// nn.LoadState for this spec and dtype.
+func (sp LoadSpec) StateOptions(dt tensor.DType) nn.LoadOptions {
+	return nn.LoadOptions{DType: dt, Device: sp.Device, Map: !sp.NoMmap && !sp.Device.IsCUDA(), Trainable: true}
+}
+
+// Weights keeps the memory-mapped checkpoint files that a loaded model's
+// parameters are views of; the model's Free closes them after freeing the
+// parameters. The zero value holds nothing.
+type Weights struct {
+	set *safetensors.Set
+}
+
+// Hold keeps set open for the model's lifetime when mapped is true (some
+// parameter is a view of it), else closes it now.
+func (w *Weights) Hold(set *safetensors.Set, mapped bool) {
+	if !mapped {
+		_ = set.Close()
+		return
+	}
+	w.set = set
+}
+
+// Release closes the mapped files. Call it only after every parameter
+// that views them has been freed.
+func (w *Weights) Release() {
+	if w.set != nil {
+		_ = w.set.Close()
+		w.set = nil
+	}
+}
+
+// ParamDType is the dtype of m's floating-point parameters (the first
+// found; float32 when it has none), for config.json's torch_dtype.
+func ParamDType(m nn.Module) tensor.DType {
+	for _, np := range nn.NamedParams(m) {
+		if d := np.Param.DType(); nn.IsFloat(d) && !np.Param.Packed() {
+			return d
+		}
+	}
+	return tensor.Float32
+}
+
+// SetConfigDType records dt as config.json's torch_dtype (and dtype, when
+// the file used transformers 5's key), as transformers does when it loads
+// a model in a dtype: a saved model's config then says what its weights
+// are.
+func SetConfigDType(raw map[string]any, dt tensor.DType) {
+	if raw == nil {
+		return
+	}
+	raw["torch_dtype"] = dt.String()
+	if _, ok := raw["dtype"]; ok {
+		raw["dtype"] = dt.String()
+	}
+}
