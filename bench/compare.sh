@@ -15,6 +15,14 @@
 # which executes torch_reference.py's own run_case() and adds the per-step
 # times, so that the median step can be compared as well as the mean.
 #
+# Scale mode: MODEL=DIR (a HF folder, e.g. from go run ./bench/mkmodel) runs
+# the scale cases instead (load generate-b1 generate-b4 train-lora-ckpt;
+# bench/scale.go) with the weights in DTYPE (auto: config.json's
+# torch_dtype; float32, bfloat16), the reference side being
+# bench/reference_scale.py on the same folder:
+#
+#   MODEL=/tmp/scale/qwen2.5-0.5b DTYPE=bfloat16 bash bench/compare.sh 3 scale-results.jsonl
+#
 # Needs Debian's python3-torch for the reference, and the OpenMP OpenBLAS
 # (bash scripts/setup.sh checks it; installing python3-torch can switch it).
 set -euo pipefail
@@ -27,7 +35,14 @@ python=${PYTHON:-/usr/bin/python3}
 max_load=${MAX_LOAD:-0.6}
 max_wait=${MAX_WAIT:-600}
 threads=${THREADS:-2}
-cases=${CASES:-forward forward-merged forward-backward train-lora train-lora-all train-full generate-b1 generate-b4}
+model=${MODEL:-}
+dtype=${DTYPE:-auto}
+if [ -n "$model" ]; then
+  [ -f "$model/config.json" ] || { echo "compare: MODEL=$model has no config.json" >&2; exit 1; }
+  cases=${CASES:-load generate-b1 generate-b4 train-lora-ckpt}
+else
+  cases=${CASES:-forward forward-merged forward-backward train-lora train-lora-all train-full generate-b1 generate-b4}
+fi
 
 sel=$(update-alternatives --get-selections 2>/dev/null | grep -E '^(libblas.so.3|liblapack.so.3|libopenblas.so.0)-' || true)
 if [ -n "$sel" ] && echo "$sel" | grep -qv openblas-openmp; then
@@ -61,7 +76,12 @@ wait_quiet() {
 
 run_one() { # side case round load
   local side=$1 c=$2 r=$3 load=$4 line
-  if [ "$side" = go ]; then
+  if [ -n "$model" ] && [ "$side" = go ]; then
+    line=$("$tmp/gobench" -threads "$threads" -model "$model" -dtype "$dtype" -case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
+  elif [ -n "$model" ]; then
+    line=$(REF="$ref" "$python" "$root/bench/reference_scale.py" --threads "$threads" --model "$model" --dtype "$dtype" \
+           --case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
+  elif [ "$side" = go ]; then
     line=$("$tmp/gobench" -threads "$threads" -case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
   else
     # reference_steps.py runs the reference's own run_case() and adds its per-step times.

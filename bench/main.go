@@ -31,6 +31,7 @@
 //	go run ./bench -case forward           # one case in this process
 //	go run ./bench -env                    # only the env line
 //	go run ./bench -summarize results.jsonl  # median tables of a bench/compare.sh run
+//	go run ./bench -model DIR -dtype bfloat16  # the scale cases on a HF folder (scale.go)
 //
 // Peak RSS is the process's VmHWM, which is why each case runs in its own
 // process. probe_gflops times a 512³ fp32 matmul for 0.2 s before and after
@@ -83,6 +84,12 @@ type options struct {
 	maxLoad   float64
 	envOnly   bool
 	traceRSS  bool
+	// the scale cases (scale.go)
+	model     string
+	dtype     string
+	prompt    int
+	newTokens int
+	runs      int
 }
 
 func main() {
@@ -103,7 +110,18 @@ func main() {
 	flag.Float64Var(&o.maxLoad, "max-load", 0.6, "-summarize: rounds that started at or above this 1-minute load average are not used")
 	flag.BoolVar(&o.traceRSS, "trace-rss", false, "print RSS and peak RSS after every step to stderr")
 	flag.BoolVar(&o.envOnly, "env", false, "print only the env line (machine, BLAS and libtorch loaded) and exit")
+	flag.StringVar(&o.model, "model", "", "HF folder for the scale cases ("+strings.Join(scaleCases, ", ")+
+		"); their defaults: -batch 1 -seq 512 -warmup 1 -steps 3")
+	flag.StringVar(&o.dtype, "dtype", "auto", "-model: the weights' dtype (auto = config.json's torch_dtype, float32, bfloat16, float16)")
+	flag.IntVar(&o.prompt, "prompt", 32, "-model generate-b1/b4: prompt length")
+	flag.IntVar(&o.newTokens, "new-tokens", 32, "-model generate-b1/b4: new tokens")
+	flag.IntVar(&o.runs, "runs", 2, "-model generate-b1/b4: timed runs after one warm-up")
 	flag.Parse()
+	if o.model != "" {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		scaleDefaults(&o, set)
+	}
 
 	if o.summarize != "" {
 		if err := summarize(o.summarize, o.maxLoad); err != nil {
@@ -216,6 +234,9 @@ func runCase(o options) (map[string]any, error) {
 	runtime.LockOSThread()
 	if o.threads > 0 {
 		C.at_set_num_threads(C.int(o.threads))
+	}
+	if o.model != "" {
+		return runScaleCase(o)
 	}
 	probeBefore := probeGflops(200 * time.Millisecond)
 	baseRSS := memstat.RSS() // the process with libtorch loaded, before the model

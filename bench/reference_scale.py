@@ -344,7 +344,7 @@ def run_case(a):
                 ttft = since_process_start() - (time.perf_counter() - stamps[0])
             else:
                 times.append(dt)
-                decode.append((a.new_tokens - 1) / (stamps[-1] - stamps[0]))
+                decode.append(batch * (a.new_tokens - 1) / (stamps[-1] - stamps[0]))
                 toks = out[0, a.prompt:].tolist()
         tot = sum(times)
         dec = sorted(decode)[len(decode) // 2]

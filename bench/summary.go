@@ -29,6 +29,29 @@ type caseRes struct {
 	PeakRSSMiB float64   `json:"peak_rss_mib"`
 	Probe      []float64 `json:"probe_gflops"`
 	Error      any       `json:"error"`
+
+	// the scale cases (-model; scale.go, reference_scale.py)
+	Model            string    `json:"model"`
+	DType            string    `json:"dtype"`
+	Seconds          float64   `json:"seconds"` // load
+	LoadS            float64   `json:"load_s"`
+	DecodeTokensPerS float64   `json:"decode_tokens_per_s"`
+	CeilingTokensPS  float64   `json:"ceiling_tokens_per_s"`
+	CeilingFraction  float64   `json:"ceiling_fraction"`
+	CopyGBps         float64   `json:"copy_gbps"`
+	RSSAnonMiB       float64   `json:"rss_anon_mib"`
+	RSSFileMiB       float64   `json:"rss_file_mib"`
+	AnonBeforeMiB    float64   `json:"rss_anon_before_model_mib"`
+	AnonAfterLoadMiB float64   `json:"rss_anon_after_load_mib"`
+	FileAfterLoadMiB float64   `json:"rss_file_after_load_mib"`
+	Losses           []float64 `json:"losses"`
+	TTFT             float64   `json:"ttft_s"`
+}
+
+// pair is one round of a case: the Go and the reference result.
+type pair struct {
+	g, r *caseRes
+	load string
 }
 
 // medianTokens is the tokens of one step (batch·seq; batch·new tokens for
@@ -73,10 +96,6 @@ func summarize(path string, maxLoad float64) error {
 		return err
 	}
 	defer f.Close()
-	type pair struct {
-		g, r *caseRes
-		load string
-	}
 	byCase := map[string]map[int]*pair{}
 	var order []string
 	sc := bufio.NewScanner(f)
@@ -113,6 +132,14 @@ func summarize(path string, maxLoad float64) error {
 	}
 	if err := sc.Err(); err != nil {
 		return err
+	}
+	for _, c := range order {
+		for _, p := range byCase[c] {
+			if (p.g != nil && p.g.Model != "") || (p.r != nil && p.r.Model != "") {
+				summarizeScale(order, byCase, maxLoad)
+				return nil
+			}
+		}
 	}
 	for _, c := range order {
 		rounds := make([]int, 0, len(byCase[c]))

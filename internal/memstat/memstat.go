@@ -14,6 +14,15 @@ import (
 // RSS returns the current resident set size in bytes (0 when unknown).
 func RSS() int64 { return field("VmRSS:") }
 
+// RSSAnon returns the resident anonymous memory in bytes (RssAnon: heap,
+// tensors, private copies; 0 when unknown).
+func RSSAnon() int64 { return field("RssAnon:") }
+
+// RSSFile returns the resident file-backed memory in bytes (RssFile:
+// mapped files such as libraries and memory-mapped checkpoints; 0 when
+// unknown).
+func RSSFile() int64 { return field("RssFile:") }
+
 // PeakRSS returns the peak resident set size in bytes (0 when unknown).
 func PeakRSS() int64 { return field("VmHWM:") }
 
