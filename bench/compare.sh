@@ -23,6 +23,10 @@
 #
 #   MODEL=/tmp/scale/qwen2.5-0.5b DTYPE=bfloat16 bash bench/compare.sh 3 scale-results.jsonl
 #
+# SCALE_ARGS passes workload flags to both sides, with the same names
+# (--steps, --warmup, --batch, --seq, --prompt, --new-tokens, --runs), e.g.
+# SCALE_ARGS="--steps 2".
+#
 # Needs Debian's python3-torch for the reference, and the OpenMP OpenBLAS
 # (bash scripts/setup.sh checks it; installing python3-torch can switch it).
 set -euo pipefail
@@ -37,6 +41,7 @@ max_wait=${MAX_WAIT:-600}
 threads=${THREADS:-2}
 model=${MODEL:-}
 dtype=${DTYPE:-auto}
+read -r -a scale_args <<<"${SCALE_ARGS:-}"
 if [ -n "$model" ]; then
   [ -f "$model/config.json" ] || { echo "compare: MODEL=$model has no config.json" >&2; exit 1; }
   cases=${CASES:-load generate-b1 generate-b4 train-lora-ckpt}
@@ -77,10 +82,10 @@ wait_quiet() {
 run_one() { # side case round load
   local side=$1 c=$2 r=$3 load=$4 line
   if [ -n "$model" ] && [ "$side" = go ]; then
-    line=$("$tmp/gobench" -threads "$threads" -model "$model" -dtype "$dtype" -case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
+    line=$("$tmp/gobench" -threads "$threads" -model "$model" -dtype "$dtype" ${scale_args[@]+"${scale_args[@]}"} -case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
   elif [ -n "$model" ]; then
     line=$(REF="$ref" "$python" "$root/bench/reference_scale.py" --threads "$threads" --model "$model" --dtype "$dtype" \
-           --case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
+           ${scale_args[@]+"${scale_args[@]}"} --case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
   elif [ "$side" = go ]; then
     line=$("$tmp/gobench" -threads "$threads" -case "$c" 2>"$tmp/err" | grep '^{' | tail -1 || true)
   else

@@ -32,6 +32,7 @@ var (
 	mLoad     = scaleMetric{"load s", func(c *caseRes) float64 { return c.Seconds }, "ref/go", 3}
 	mStep     = scaleMetric{"median step s", func(c *caseRes) float64 { return median(nonEmpty(c.Steps)) }, "ref/go", -1}
 	mPeak     = scaleMetric{"peak RSS MiB", func(c *caseRes) float64 { return c.PeakRSSMiB }, "go/ref", 0}
+	mPeakWork = scaleMetric{"peak RSS after load MiB", func(c *caseRes) float64 { return c.PeakWorkMiB }, "go/ref", 0}
 	mAnonLoad = scaleMetric{"RssAnon growth in load, MiB", func(c *caseRes) float64 { return c.AnonAfterLoadMiB - c.AnonBeforeMiB }, "", 1}
 	mFileLoad = scaleMetric{"RssFile after load, MiB", func(c *caseRes) float64 { return c.FileAfterLoadMiB }, "", 0}
 	mAnon     = scaleMetric{"RssAnon MiB (end)", func(c *caseRes) float64 { return c.RSSAnonMiB }, "", 0}
@@ -56,9 +57,9 @@ func scaleMetrics(c string) []scaleMetric {
 	case c == "load":
 		return []scaleMetric{mLoad, mAnonLoad, mFileLoad, mPeak}
 	case strings.HasPrefix(c, "generate"):
-		return []scaleMetric{mTokens, mDecode, mCeiling, mPeak, mAnon, mFile}
+		return []scaleMetric{mTokens, mDecode, mCeiling, mPeak, mPeakWork, mAnon, mFile}
 	default:
-		return []scaleMetric{mTokens, mStep, mPeak, mAnon, mFile, mLoss}
+		return []scaleMetric{mTokens, mStep, mPeak, mPeakWork, mAnon, mFile, mLoss}
 	}
 }
 

@@ -46,6 +46,7 @@ type caseRes struct {
 	FileAfterLoadMiB float64   `json:"rss_file_after_load_mib"`
 	Losses           []float64 `json:"losses"`
 	TTFT             float64   `json:"ttft_s"`
+	PeakWorkMiB      float64   `json:"peak_rss_after_load_mib"`
 }
 
 // pair is one round of a case: the Go and the reference result.
