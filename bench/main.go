@@ -25,6 +25,12 @@
 //	                  process start to the warm-up run's first token
 //	generate-b4       the same at batch 4, prompt 256, 1 warm-up + 2 runs
 //
+// With -model DIR (a HF folder: go run ./bench/mkmodel writes random-weight
+// Qwen2.5-0.5B and Llama-2-7B ones) and -dtype, the scale cases run
+// instead: load, generate-b1, generate-b4 (prompt 32, 32 new tokens) and
+// train-lora-ckpt (LoRA q,v, batch 1 × 512, activation checkpointing); see
+// scale.go, and bench/reference_scale.py for the PyTorch side.
+//
 // Usage:
 //
 //	go run ./bench                         # env line, then every case in a fresh subprocess
