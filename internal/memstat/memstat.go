@@ -59,3 +59,11 @@ func Growth(warmup, n int, fn func()) (before, after int64, growth float64) {
 	after = RSS()
 	return before, after, float64(after-before) / float64(before)
 }
+
+// RSSAnon is the resident anonymous memory in bytes (the heap libtorch's
+// tensors live in), 0 when unknown.
+func RSSAnon() int64 { return field("RssAnon:") }
+
+// RSSFile is the resident file-backed memory in bytes (mapped files:
+// checkpoints, code), 0 when unknown.
+func RSSFile() int64 { return field("RssFile:") }
