@@ -675,7 +675,6 @@ func dropout(s *tensor.Scope, x *tensor.T, p float64, training bool) *tensor.T {
 	return s.Dropout(x, p, true)
 }
 
-
 // encode runs embeddings, encoder and pooler: the last hidden state and the
 // pooled first token (nil without a pooler).
 func (m *Model) encode(s *tensor.Scope, b *models.Batch) (seq, pooled *tensor.T) {

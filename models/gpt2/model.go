@@ -341,7 +341,6 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	return out
 }
 
-
 // masks returns the causal mask (true where key j lies in query i's
 // future, [1, 1, L, T]; nil for a single new token) and the additive
 // padding mask (1-mask)·min [B, 1, 1, T] (nil without an attention mask).
