@@ -283,3 +283,23 @@ func RecordDType(raw *map[string]any, m nn.Module) {
 	}
 	SetConfigDType(*raw, ParamDType(m))
 }
+
+// DeviceOf is the device of a model that says where it lives (the
+// families loaded with WithDevice, peft.Model), else the CPU.
+func DeviceOf(m any) tensor.Device {
+	if d, ok := m.(interface{ Device() tensor.Device }); ok {
+		return d.Device()
+	}
+	return tensor.CPU
+}
+
+// ToDevice moves the batch's input tensors that are not on d to d (in
+// place: b's fields are replaced by scope-owned copies), so that callers
+// may build inputs on the host for a model on a GPU.
+func (b *Batch) ToDevice(s *tensor.Scope, d tensor.Device) {
+	for _, p := range []**tensor.T{&b.InputIDs, &b.InputsEmbeds, &b.AttentionMask, &b.TokenTypeIDs, &b.PositionIDs, &b.Labels} {
+		if *p != nil && (*p).Device() != d {
+			*p = s.ToDevice(*p, d)
+		}
+	}
+}

@@ -157,3 +157,27 @@ func NoGrad(fn func(s *tensor.Scope) error) error {
 	}
 	return s.Err()
 }
+
+// ToDevice moves every parameter under m that is not on d to d, keeping
+// requires_grad (the moved tensor is a new leaf). A model on the CPU is
+// left as it is without a libtorch call per parameter beyond the check.
+func ToDevice(m Module, d tensor.Device) error {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	for _, np := range NamedParams(m) {
+		t := np.Param.T()
+		if !t.Defined() || t.Device() == d {
+			continue
+		}
+		grad := t.RequiresGrad()
+		moved := s.Detach(s.ToDevice(t, d))
+		if grad {
+			s.SetRequiresGrad(moved, true)
+		}
+		if err := s.Err(); err != nil {
+			return fmt.Errorf("nn: move %q to %s: %w", np.Name, d, err)
+		}
+		np.Param.Set(s.Keep(moved))
+	}
+	return s.Err()
+}

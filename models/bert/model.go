@@ -680,6 +680,9 @@ func dropout(s *tensor.Scope, x *tensor.T, p float64, training bool) *tensor.T {
 func (m *Model) encode(s *tensor.Scope, b *models.Batch) (seq, pooled *tensor.T) {
 	cfg := m.Config
 	defer s.SetDevice(s.SetDevice(m.device))
+	if m.device.IsCUDA() {
+		b.ToDevice(s, m.device)
+	}
 	emb := m.Embeddings
 	if b.PastKeyValues.Len() > 0 || b.UseCache {
 		s.Failf("BERT is an encoder: it keeps no key/value cache (prefix key/values go in PrefixKV)")

@@ -239,6 +239,9 @@ func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
 func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	cfg := m.Config
 	defer s.SetDevice(s.SetDevice(m.device))
+	if m.device.IsCUDA() {
+		b.ToDevice(s, m.device)
+	}
 	tr := m.Transformer
 	var x *tensor.T
 	switch {
