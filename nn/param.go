@@ -181,3 +181,15 @@ func ToDevice(m Module, d tensor.Device) error {
 	}
 	return s.Err()
 }
+
+// Placeholder is a float32 parameter of the given shape that holds no
+// memory (one element, expanded): the skeleton a loader builds before the
+// checkpoint's tensors replace every parameter, so that building a 7B
+// model's tree costs nothing. Reading it gives one repeated value.
+func Placeholder(s *tensor.Scope, shape ...int64) *Param {
+	ones := make([]int64, len(shape))
+	for i := range ones {
+		ones[i] = 1
+	}
+	return NewParam(s.Keep(s.Expand(s.Empty(tensor.Float32, ones...), shape...)))
+}

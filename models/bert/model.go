@@ -187,7 +187,7 @@ type builder struct {
 
 func (b builder) param(std float64, shape ...int64) *nn.Param {
 	if !b.init {
-		return nn.NewParam(b.s.Keep(b.s.Empty(tensor.Float32, shape...)))
+		return nn.Placeholder(b.s, shape...)
 	}
 	t := b.s.Zeros(tensor.Float32, shape...)
 	if std > 0 {

@@ -164,7 +164,7 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 func skeleton(cfg *Config) (*Model, error) {
 	s := tensor.NoGradScope()
 	defer s.Close()
-	empty := func(shape ...int64) *nn.Param { return nn.NewParam(s.Keep(s.Empty(tensor.Float32, shape...))) }
+	empty := func(shape ...int64) *nn.Param { return nn.Placeholder(s, shape...) }
 	m := build(s, cfg,
 		func(in, out int64) nn.Layer { return &nn.Linear{Weight: empty(out, in), Bias: empty(out)} },
 		func(n, d int64) nn.Layer { return &nn.Embedding{Weight: empty(n, d)} })

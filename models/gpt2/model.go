@@ -182,7 +182,7 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 func skeleton(cfg *Config) (*Model, error) {
 	s := tensor.NoGradScope()
 	defer s.Close()
-	empty := func(shape ...int64) *nn.Param { return nn.NewParam(s.Keep(s.Empty(tensor.Float32, shape...))) }
+	empty := func(shape ...int64) *nn.Param { return nn.Placeholder(s, shape...) }
 	m := build(s, cfg,
 		func(in, out int64, _ bool) *nn.Conv1D { return &nn.Conv1D{Weight: empty(in, out), Bias: empty(out)} },
 		func(n, d int64) *nn.Embedding { return &nn.Embedding{Weight: empty(n, d)} })

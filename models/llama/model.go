@@ -181,7 +181,7 @@ func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) 
 func skeleton(cfg *Config) (*Model, error) {
 	s := tensor.NoGradScope()
 	defer s.Close()
-	empty := func(shape ...int64) *nn.Param { return nn.NewParam(s.Keep(s.Empty(tensor.Float32, shape...))) }
+	empty := func(shape ...int64) *nn.Param { return nn.Placeholder(s, shape...) }
 	m := build(s, cfg,
 		func(in, out int64, bias bool) nn.Layer {
 			l := &nn.Linear{Weight: empty(out, in)}
