@@ -87,6 +87,11 @@ func (a *Activation) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 
 // forward is the adapter with its residual skip: h + scaling·up(act(down(h))).
 func (b *Bottleneck) forward(s *tensor.Scope, h *tensor.T, training bool) *tensor.T {
+	if dt := b.AdapterUp.Weight.DType(); h != nil && h.DType() != dt {
+		// float32 adapter on a half-precision base: compute in the
+		// adapter's dtype, hand the base's dtype on
+		return s.To(b.forward(s, s.To(h, dt), training), h.DType())
+	}
 	z := b.AdapterDown.Act.Forward(s, b.AdapterDown.Linear.Forward(s, h))
 	up := b.AdapterUp.Forward(s, z)
 	if b.scaling != 1 {

@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/gopeft/peft/internal/tensor"
@@ -150,11 +151,77 @@ func (sp LoadSpec) ResolveDType(path string, raw map[string]any, set *safetensor
 	return dt, nil
 }
 
-// StateOptions are the nn.LoadOptions a family's loader passes to
-// nn.LoadState for this spec and dtype.
-func (sp LoadSpec) StateOptions(dt tensor.DType) nn.LoadOptions {
-	return nn.LoadOptions{DType: dt, Device: sp.Device, Map: !sp.NoMmap && !sp.Device.IsCUDA(), Trainable: true}
+// WeightFiles is a checkpoint folder's safetensors files opened for a
+// family's loader, with the load options resolved against its config:
+//
+//	wf, err := models.OpenWeights(dir, cfg.Raw, opts)
+//	... build the skeleton ...
+//	if err := wf.LoadState(m, nn.LoadOptions{...}); err != nil { wf.Close(); ... }
+//	m.weights = wf.Keep()
+type WeightFiles struct {
+	Set   *safetensors.Set
+	Spec  LoadSpec
+	DType tensor.DType // the resolved dtype of the floating-point weights
+	// mapped counts the parameters left as views of Set.
+	mapped int
 }
+
+// OpenWeights resolves opts, opens dir's safetensors files (one file or a
+// sharded index) and resolves the dtype (auto against raw, config.json's
+// fields), recording it in raw as transformers records torch_dtype.
+func OpenWeights(dir string, raw map[string]any, opts []LoadOption) (*WeightFiles, error) {
+	spec, err := ResolveLoad(opts...)
+	if err != nil {
+		return nil, err
+	}
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := spec.ResolveDType(filepath.Join(dir, "config.json"), raw, set)
+	if err != nil {
+		set.Close()
+		return nil, err
+	}
+	SetConfigDType(raw, dt)
+	return &WeightFiles{Set: set, Spec: spec, DType: dt}, nil
+}
+
+// LoadState copies (or maps) the files' tensors into m's parameters with
+// nn.LoadState; o's DType, Device and Map are set from the options, and
+// parameters load trainable (PyTorch's default).
+func (w *WeightFiles) LoadState(m nn.Module, o nn.LoadOptions) error {
+	o.DType, o.Device, o.Trainable = w.DType, w.Spec.Device, true
+	o.Map = !w.Spec.NoMmap && !w.Spec.Device.IsCUDA()
+	n, err := nn.LoadStateMapped(m, w.Set, o)
+	w.mapped += n
+	return err
+}
+
+// Tensor reads one tensor of the files as a parameter would get it (the
+// resolved dtype for floating-point data, the device, a view of the mapping
+// where LoadState would map), for loaders that plan their own keys.
+func (w *WeightFiles) Tensor(s *tensor.Scope, key string) (*tensor.T, error) {
+	prev := s.SetDevice(w.Spec.Device)
+	defer s.SetDevice(prev)
+	t, view, err := nn.TensorFromFileMapped(s, w.Set, key, w.DType, !w.Spec.NoMmap && !w.Spec.Device.IsCUDA())
+	if view {
+		w.mapped++
+	}
+	return t, err
+}
+
+// Keep ends the load: the files stay open, held by the returned Weights,
+// when a parameter views them, else they are closed.
+func (w *WeightFiles) Keep() Weights {
+	var out Weights
+	out.Hold(w.Set, w.mapped > 0)
+	return out
+}
+
+// Close closes the files after a failed load (the parameters that viewed
+// them must have been freed).
+func (w *WeightFiles) Close() { _ = w.Set.Close() }
 
 // Weights keeps the memory-mapped checkpoint files that a loaded model's
 // parameters are views of; the model's Free closes them after freeing the
@@ -204,5 +271,35 @@ func SetConfigDType(raw map[string]any, dt tensor.DType) {
 	raw["torch_dtype"] = dt.String()
 	if _, ok := raw["dtype"]; ok {
 		raw["dtype"] = dt.String()
+	}
+}
+
+// RecordDType sets *raw's torch_dtype to the dtype of m's weights (making
+// the map when it is nil), so that a saved config.json says what its
+// weights are, as transformers' save_pretrained does.
+func RecordDType(raw *map[string]any, m nn.Module) {
+	if *raw == nil {
+		*raw = map[string]any{}
+	}
+	SetConfigDType(*raw, ParamDType(m))
+}
+
+// DeviceOf is the device of a model that says where it lives (the
+// families loaded with WithDevice, peft.Model), else the CPU.
+func DeviceOf(m any) tensor.Device {
+	if d, ok := m.(interface{ Device() tensor.Device }); ok {
+		return d.Device()
+	}
+	return tensor.CPU
+}
+
+// ToDevice moves the batch's input tensors that are not on d to d (in
+// place: b's fields are replaced by scope-owned copies), so that callers
+// may build inputs on the host for a model on a GPU.
+func (b *Batch) ToDevice(s *tensor.Scope, d tensor.Device) {
+	for _, p := range []**tensor.T{&b.InputIDs, &b.InputsEmbeds, &b.AttentionMask, &b.TokenTypeIDs, &b.PositionIDs, &b.Labels} {
+		if *p != nil && (*p).Device() != d {
+			*p = s.ToDevice(*p, d)
+		}
 	}
 }

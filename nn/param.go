@@ -157,3 +157,39 @@ func NoGrad(fn func(s *tensor.Scope) error) error {
 	}
 	return s.Err()
 }
+
+// ToDevice moves every parameter under m that is not on d to d, keeping
+// requires_grad (the moved tensor is a new leaf). A model on the CPU is
+// left as it is without a libtorch call per parameter beyond the check.
+func ToDevice(m Module, d tensor.Device) error {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	for _, np := range NamedParams(m) {
+		t := np.Param.T()
+		if !t.Defined() || t.Device() == d {
+			continue
+		}
+		grad := t.RequiresGrad()
+		moved := s.Detach(s.ToDevice(t, d))
+		if grad {
+			s.SetRequiresGrad(moved, true)
+		}
+		if err := s.Err(); err != nil {
+			return fmt.Errorf("nn: move %q to %s: %w", np.Name, d, err)
+		}
+		np.Param.Set(s.Keep(moved))
+	}
+	return s.Err()
+}
+
+// Placeholder is a float32 parameter of the given shape that holds no
+// memory (one element, expanded): the skeleton a loader builds before the
+// checkpoint's tensors replace every parameter, so that building a 7B
+// model's tree costs nothing. Reading it gives one repeated value.
+func Placeholder(s *tensor.Scope, shape ...int64) *Param {
+	ones := make([]int64, len(shape))
+	for i := range ones {
+		ones[i] = 1
+	}
+	return NewParam(s.Keep(s.Expand(s.Empty(tensor.Float32, ones...), shape...)))
+}

@@ -82,9 +82,14 @@ func TensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor
 	return t, err
 }
 
-// tensorFromFile is TensorFromFile that, with mapped, returns a view of the
-// mapping itself (no copy) when the data already has dtype dt, the scope
-// is on the CPU and the bytes are aligned; it reports whether it did.
+// TensorFromFileMapped is TensorFromFile that, with mapped, returns a view
+// of the set's mapping itself (no copy) when the data already has dtype dt,
+// the scope is on the CPU and the bytes are aligned; it reports whether it
+// did (the set must then stay open while the tensor lives).
+func TensorFromFileMapped(s *tensor.Scope, set *safetensors.Set, key string, dt tensor.DType, mapped bool) (*tensor.T, bool, error) {
+	return tensorFromFile(s, set, key, dt, mapped)
+}
+
 func tensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor.DType, mapped bool) (*tensor.T, bool, error) {
 	info, f, ok := set.Info(key)
 	if !ok {

@@ -106,7 +106,10 @@ func (m *Model) ActiveAdapter() string { return m.active }
 // AddAdapter injects a second (third, …) adapter of the same method. It is
 // not active and its parameters are frozen until SetAdapter.
 func (m *Model) AddAdapter(name string, cfg Config) error {
-	return m.addAdapter(name, cfg, false)
+	if err := m.addAdapter(name, cfg, false); err != nil {
+		return err
+	}
+	return nn.ToDevice(m, m.Device()) // adapters live beside the base
 }
 
 // addAdapter adds an adapter; inference builds a prompt-learning adapter in
@@ -350,6 +353,10 @@ func (m *Model) TrainableParams() []nn.NamedParam { return nn.TrainableParams(m)
 // "trainable params: … || all params: … || trainable%: …".
 func (m *Model) PrintTrainableParameters() { fmt.Println(TrainableSummary(m)) }
 
+// Device is where the base model's weights live (adapters are created
+// beside them).
+func (m *Model) Device() tensor.Device { return models.DeviceOf(m.BaseModel.Model) }
+
 // ForwardT runs the wrapped model in scope s. With a prompt-learning
 // adapter active, the batch first gets its virtual tokens (see
 // promptBatch): prompt tuning / P-tuning logits have P extra leading
@@ -357,6 +364,10 @@ func (m *Model) PrintTrainableParameters() { fmt.Println(TrainableSummary(m)) }
 // into the cache, and later calls with that cache inject nothing more.
 // Attention masks always cover the caller's tokens only.
 func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
+	if d := m.Device(); d.IsCUDA() { // the prompt paths create tensors before the base runs
+		defer s.SetDevice(s.SetDevice(d))
+		b.ToDevice(s, d)
+	}
 	if pc, enc := m.activePrompt(); pc != nil {
 		b = m.promptBatch(s, pc, enc, b)
 		if s.Err() != nil {

@@ -162,6 +162,9 @@ func (m *Model) loadAdapter(dir, name string, cfg Config, opts ...LoadOptions) e
 		m.dropAdapter(name) // nothing half-loaded
 		return err
 	}
+	if err := nn.ToDevice(m, m.Device()); err != nil { // adapters live beside the base
+		return err
+	}
 	if m.active == "" {
 		if err := m.SetAdapter(name); err != nil {
 			return err

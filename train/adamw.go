@@ -66,6 +66,7 @@ func (o *AdamW) Step() error {
 			continue
 		}
 		if o.m[i] == nil {
+			s.SetDevice(p.Device()) // the state lives beside its parameter
 			o.m[i] = s.Keep(s.Zeros(p.DType(), p.Shape()...))
 			o.v[i] = s.Keep(s.Zeros(p.DType(), p.Shape()...))
 		}

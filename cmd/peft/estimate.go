@@ -43,7 +43,7 @@ func estimate(args []string, stdout, stderr io.Writer) error {
 	vt := fs.Int("virtual-tokens", 20, "virtual tokens (prompt, prefix)")
 	batch := fs.Int64("batch", 1, "batch size")
 	seq := fs.Int64("seq", 512, "sequence length")
-	dtype := fs.String("dtype", "", "fp32, fp16 or bf16 (default fp32; bf16 for qlora)")
+	dtype := fs.String("dtype", "", "float32, bfloat16 or float16 (or fp32, bf16, fp16; default float32, bfloat16 for qlora)")
 	optim := fs.String("optimizer", "adamw", "adamw, adam, sgd, momentum, adagrad, rmsprop")
 	mixed := fs.Bool("mixed-precision", false, "fp32 master weights and optimizer states for 16-bit trainable weights")
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")

@@ -41,6 +41,7 @@ func generateCmd(args []string, stderr io.Writer) error {
 	lengthPenalty := fs.Float64("length-penalty", 1, "beam search: exponent of the length dividing a beam's log-probability")
 	earlyStopping := fs.String("early-stopping", "false", `beam search stopping rule: true, false or never`)
 	scores := fs.Bool("scores", false, "also write the processed scores of every step")
+	lf := addLoadFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,7 +114,11 @@ func generateCmd(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := loadWithAdapters(*modelDir, adapters, *merge)
+	lopts, err := lf.options()
+	if err != nil {
+		return fmt.Errorf("generate: %w", err)
+	}
+	m, err := loadWithAdapters(*modelDir, adapters, *merge, lopts...)
 	if err != nil {
 		return err
 	}

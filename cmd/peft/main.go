@@ -1,6 +1,6 @@
 // Command peft is the library's command-line tool.
 //
-//	peft logits --model DIR [--adapter DIR]... [--merge] --input IN.safetensors --out OUT.safetensors
+//	peft logits --model DIR [--adapter DIR]... [--merge] [--dtype auto|float32|bfloat16|float16] [--device cpu|cuda[:N]] --input IN.safetensors --out OUT.safetensors
 //	peft merge --model DIR --adapter DIR [--adapter DIR]... --out DIR
 //	peft inspect DIR
 //	peft estimate --model DIR|config.json --method lora --r 8 --batch 4 --seq 512 --dtype bf16 [--checkpointing]
@@ -56,6 +56,8 @@ commands:
            continue left-padded input_ids (+ attention_mask) as HF generate does; write sequences (and scores)
   tokenize --tokenizer PATH/tokenizer.json [--add-special-tokens]
            read one JSON string per line on stdin, write one JSON array of token ids per line
+  every command that loads a model takes --dtype auto|float32|bfloat16|float16 (default auto: config.json's
+  torch_dtype) and --device cpu|cuda|cuda:N (default cpu)
   estimate --model DIR|config.json [--method lora|all] [--r 8] [--batch 4] [--seq 512] [--dtype bf16]
            [--optimizer adamw] [--checkpointing] [--measure]
            the peak memory of a training step by component (weights, activations, gradients, optimizer)
@@ -94,6 +96,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
+// loadFlags are --dtype and --device, the model-loading options every
+// command that loads a model takes (models.WithDType / WithDevice).
+type loadFlags struct{ dtype, device *string }
+
+func addLoadFlags(fs *flag.FlagSet) loadFlags {
+	return loadFlags{
+		dtype:  fs.String("dtype", "auto", "weights' dtype: auto (config.json's torch_dtype), float32, bfloat16 or float16"),
+		device: fs.String("device", "cpu", "cpu, cuda or cuda:N (needs a CUDA libtorch)"),
+	}
+}
+
+// options checks the flags and returns the load options they select.
+func (l loadFlags) options() ([]models.LoadOption, error) {
+	if _, err := models.ParseDType(*l.dtype); err != nil {
+		return nil, fmt.Errorf("--dtype: %w", err)
+	}
+	if _, err := tensor.ParseDevice(*l.device); err != nil {
+		return nil, fmt.Errorf("--device: %w", err)
+	}
+	return []models.LoadOption{models.WithDType(*l.dtype), models.WithDevice(*l.device)}, nil
+}
+
 type multi []string
 
 func (m *multi) String() string     { return fmt.Sprint(*m) }
@@ -108,8 +132,13 @@ func logits(args []string, stderr io.Writer) error {
 	merge := fs.Bool("merge", false, "merge the adapters into the base weights before running")
 	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask")
 	out := fs.String("out", "", "safetensors file to write logits to")
+	lf := addLoadFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	lopts, err := lf.options()
+	if err != nil {
+		return fmt.Errorf("logits: %w", err)
 	}
 	switch {
 	case *modelDir == "":
@@ -121,7 +150,7 @@ func logits(args []string, stderr io.Writer) error {
 	case *merge && len(adapters) == 0:
 		return errors.New("logits: --merge needs an --adapter")
 	}
-	m, err := loadWithAdapters(*modelDir, adapters, *merge)
+	m, err := loadWithAdapters(*modelDir, adapters, *merge, lopts...)
 	if err != nil {
 		return err
 	}
@@ -163,8 +192,8 @@ type runner interface {
 
 // loadWithAdapters loads the base model and the adapters (the first is
 // "default" and active); with merge it returns the merged plain model.
-func loadWithAdapters(modelDir string, adapters []string, merge bool) (runner, error) {
-	base, err := loadModel(modelDir)
+func loadWithAdapters(modelDir string, adapters []string, merge bool, lopts ...models.LoadOption) (runner, error) {
+	base, err := loadModel(modelDir, lopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -193,13 +222,18 @@ func merge(args []string, stdout, stderr io.Writer) error {
 	var adapters multi
 	fs.Var(&adapters, "adapter", "PEFT adapter folder (the first is merged)")
 	out := fs.String("out", "", "folder to write the merged HF checkpoint to")
+	lf := addLoadFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *modelDir == "" || len(adapters) == 0 || *out == "" {
 		return errors.New("merge: --model, --adapter and --out are required")
 	}
-	m, err := loadWithAdapters(*modelDir, adapters[:1], true)
+	lopts, err := lf.options()
+	if err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	m, err := loadWithAdapters(*modelDir, adapters[:1], true, lopts...)
 	if err != nil {
 		return err
 	}
@@ -214,15 +248,20 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelDir := fs.String("model", "", "base model folder, to count trainable parameters")
+	lf := addLoadFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	lopts, err := lf.options()
+	if err != nil {
+		return fmt.Errorf("inspect: %w", err)
 	}
 	if fs.NArg() != 1 {
 		return errors.New("inspect: give one adapter or model folder")
 	}
 	dir := fs.Arg(0)
 	if _, err := os.Stat(filepath.Join(dir, peft.ConfigName)); err != nil {
-		m, err := loadModel(dir) // a model folder
+		m, err := loadModel(dir, lopts...) // a model folder
 		if err != nil {
 			return err
 		}
@@ -240,7 +279,7 @@ func inspect(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: %s adapter, task %s\n%s\n", dir, cfg.PeftType(), cfg.TaskType(), js)
 	if *modelDir != "" {
-		base, err := loadModel(*modelDir)
+		base, err := loadModel(*modelDir, lopts...)
 		if err != nil {
 			return err
 		}
@@ -276,7 +315,7 @@ func setPath(set *safetensors.Set) string {
 }
 
 // loadModel picks the model family from config.json's model_type.
-func loadModel(dir string) (models.CausalLM, error) {
+func loadModel(dir string, lopts ...models.LoadOption) (models.CausalLM, error) {
 	path := filepath.Join(dir, "config.json")
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -290,13 +329,13 @@ func loadModel(dir string) (models.CausalLM, error) {
 	}
 	switch head.ModelType {
 	case "llama", "qwen2", "mistral":
-		return llama.Load(dir)
+		return llama.Load(dir, lopts...)
 	case "bloom":
-		return bloom.Load(dir)
+		return bloom.Load(dir, lopts...)
 	case "gpt2":
-		return gpt2.Load(dir)
+		return gpt2.Load(dir, lopts...)
 	case "bert": // the class config.json's architectures names; SEQ_CLS logits are [B, num_labels]
-		return bert.Load(dir)
+		return bert.Load(dir, lopts...)
 	}
 	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, mistral, bloom, gpt2, bert)", path, head.ModelType)
 }

@@ -14,15 +14,6 @@ import (
 // RSS returns the current resident set size in bytes (0 when unknown).
 func RSS() int64 { return field("VmRSS:") }
 
-// RSSAnon returns the resident anonymous memory in bytes (RssAnon: heap,
-// tensors, private copies; 0 when unknown).
-func RSSAnon() int64 { return field("RssAnon:") }
-
-// RSSFile returns the resident file-backed memory in bytes (RssFile:
-// mapped files such as libraries and memory-mapped checkpoints; 0 when
-// unknown).
-func RSSFile() int64 { return field("RssFile:") }
-
 // PeakRSS returns the peak resident set size in bytes (0 when unknown).
 func PeakRSS() int64 { return field("VmHWM:") }
 
@@ -68,3 +59,11 @@ func Growth(warmup, n int, fn func()) (before, after int64, growth float64) {
 	after = RSS()
 	return before, after, float64(after-before) / float64(before)
 }
+
+// RSSAnon is the resident anonymous memory in bytes (the heap libtorch's
+// tensors live in), 0 when unknown.
+func RSSAnon() int64 { return field("RssAnon:") }
+
+// RSSFile is the resident file-backed memory in bytes (mapped files:
+// checkpoints, code), 0 when unknown.
+func RSSFile() int64 { return field("RssFile:") }

@@ -26,7 +26,7 @@ type Scope struct {
 	owned  []*T
 	err    error
 	closed bool
-	grad   int // -1: untouched; else the grad mode to restore on Close
+	grad   int    // -1: untouched; else the grad mode to restore on Close
 	dev    Device // where creation ops put new tensors (SetDevice)
 }
 

@@ -57,6 +57,8 @@ type Model struct {
 
 	act      models.ActFn
 	training bool
+	weights  models.Weights
+	device   tensor.Device
 }
 
 // Embeddings is BertEmbeddings.
@@ -168,6 +170,9 @@ type HeadOptions struct {
 	ProblemType string
 	// Seed seeds the initialisation of parameters the checkpoint lacks.
 	Seed int64
+	// Load are the load options (dtype, device, mapping) every family's
+	// Load takes; see models.LoadOption.
+	Load []models.LoadOption
 }
 
 // ---- construction ------------------------------------------------------------
@@ -182,7 +187,7 @@ type builder struct {
 
 func (b builder) param(std float64, shape ...int64) *nn.Param {
 	if !b.init {
-		return nn.NewParam(b.s.Keep(b.s.Empty(tensor.Float32, shape...)))
+		return nn.Placeholder(b.s, shape...)
 	}
 	t := b.s.Zeros(tensor.Float32, shape...)
 	if std > 0 {
@@ -286,25 +291,25 @@ func NewForTokenClassification(cfg *Config, seed int64) (*ForTokenClassification
 // architectures names: BertForSequenceClassification,
 // BertForTokenClassification, or else (BertModel, BertForMaskedLM,
 // BertForPreTraining, …) the bare encoder BertModel.
-func Load(dir string) (models.Model, error) {
+func Load(dir string, lopts ...models.LoadOption) (models.Model, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
 	switch cfg.architecture() {
 	case "BertForSequenceClassification":
-		return LoadForSequenceClassification(dir)
+		return LoadForSequenceClassification(dir, HeadOptions{Load: lopts})
 	case "BertForTokenClassification":
-		return LoadForTokenClassification(dir)
+		return LoadForTokenClassification(dir, HeadOptions{Load: lopts})
 	}
-	return LoadModel(dir)
+	return LoadModel(dir, lopts...)
 }
 
 // LoadModel reads a HF folder as BertModel (any BERT checkpoint: the
 // encoder's keys with or without the "bert." prefix; pre-training and
 // classification heads in the file are skipped). A checkpoint without a
 // pooler gets a randomly initialised one, as in HF.
-func LoadModel(dir string) (*Model, error) {
+func LoadModel(dir string, lopts ...models.LoadOption) (*Model, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -313,7 +318,7 @@ func LoadModel(dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := load(dir, m, m, "", 0); err != nil {
+	if err := load(dir, m, m, "", 0, lopts); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -334,7 +339,7 @@ func LoadForSequenceClassification(dir string, opts ...HeadOptions) (*ForSequenc
 	if err != nil {
 		return nil, err
 	}
-	if err := load(dir, m, m.Bert, "bert.", seedOf(opts)); err != nil {
+	if err := load(dir, m, m.Bert, "bert.", seedOf(opts), loadOf(opts)); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -354,7 +359,7 @@ func LoadForTokenClassification(dir string, opts ...HeadOptions) (*ForTokenClass
 	if err != nil {
 		return nil, err
 	}
-	if err := load(dir, m, m.Bert, "bert.", seedOf(opts)); err != nil {
+	if err := load(dir, m, m.Bert, "bert.", seedOf(opts), loadOf(opts)); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -382,6 +387,14 @@ func headConfig(dir string, opts []HeadOptions) (*Config, error) {
 	return cfg, nil
 }
 
+func loadOf(opts []HeadOptions) []models.LoadOption {
+	var out []models.LoadOption
+	for _, o := range opts {
+		out = append(out, o.Load...)
+	}
+	return out
+}
+
 func seedOf(opts []HeadOptions) int64 {
 	if len(opts) > 0 {
 		return opts[0].Seed
@@ -397,15 +410,16 @@ func seedOf(opts []HeadOptions) int64 {
 // the model does not have (cls.*, classifier.*, pooler.* of a model
 // without one) and the old position_ids buffer are skipped; any other key
 // is an error, as is a missing or misshapen tensor.
-func load(dir string, root nn.Module, enc *Model, encPrefix string, seed int64) error {
-	set, err := safetensors.OpenDir(dir)
+func load(dir string, root nn.Module, enc *Model, encPrefix string, seed int64, lopts []models.LoadOption) error {
+	wf, err := models.OpenWeights(dir, enc.Config.Raw, lopts)
 	if err != nil {
 		nn.FreeParams(root)
 		return fmt.Errorf("bert: %w", err)
 	}
-	defer set.Close()
+	set := wf.Set
 	fail := func(err error) error {
 		nn.FreeParams(root)
+		wf.Close()
 		return fmt.Errorf("bert: %w", err)
 	}
 	const probe = "embeddings.word_embeddings.weight"
@@ -475,7 +489,7 @@ func load(dir string, root nn.Module, enc *Model, encPrefix string, seed int64) 
 	s := tensor.NoGradScope()
 	defer s.Close()
 	for _, l := range loads {
-		t, err := nn.TensorFromFile(s, set, l.key, tensor.Float32)
+		t, err := wf.Tensor(s, l.key)
 		if err != nil {
 			return fail(err)
 		}
@@ -484,8 +498,9 @@ func load(dir string, root nn.Module, enc *Model, encPrefix string, seed int64) 
 	}
 	if len(missing) > 0 { // HF's _init_weights for the new Linear layers
 		tensor.ManualSeed(seed)
+		s.SetDevice(wf.Spec.Device)
 		for _, np := range missing {
-			t := s.Zeros(tensor.Float32, np.Param.Shape()...)
+			t := s.Zeros(wf.DType, np.Param.Shape()...)
 			if !strings.HasSuffix(np.Name, ".bias") {
 				s.Normal(t, 0, enc.Config.InitializerRange)
 			}
@@ -497,6 +512,7 @@ func load(dir string, root nn.Module, enc *Model, encPrefix string, seed int64) 
 		return fail(err)
 	}
 	enc.Path = dir
+	enc.weights, enc.device = wf.Keep(), wf.Spec.Device
 	return nil
 }
 
@@ -523,14 +539,24 @@ func setName(set *safetensors.Set, dir string) string {
 
 // ---- forward -----------------------------------------------------------------
 
-// Free releases every tensor of the model.
-func (m *Model) Free() { nn.FreeParams(m) }
+// Free releases every tensor of the model, then the mapped checkpoint its
+// frozen weights viewed.
+func (m *Model) Free() {
+	nn.FreeParams(m)
+	m.weights.Release()
+}
 
 // Free releases every tensor of the model.
-func (m *ForSequenceClassification) Free() { nn.FreeParams(m) }
+func (m *ForSequenceClassification) Free() {
+	nn.FreeParams(m)
+	m.Bert.weights.Release()
+}
 
 // Free releases every tensor of the model.
-func (m *ForTokenClassification) Free() { nn.FreeParams(m) }
+func (m *ForTokenClassification) Free() {
+	nn.FreeParams(m)
+	m.Bert.weights.Release()
+}
 
 // NumLayers is the number of encoder layers.
 func (m *Model) NumLayers() int { return len(m.Encoder.Layer.Items) }
@@ -649,23 +675,14 @@ func dropout(s *tensor.Scope, x *tensor.T, p float64, training bool) *tensor.T {
 	return s.Dropout(x, p, true)
 }
 
-// minValue is torch.finfo(dt).min, what HF's extended attention mask uses.
-func minValue(dt tensor.DType) float64 {
-	switch dt {
-	case tensor.Float16:
-		return -65504
-	case tensor.BFloat16:
-		return -3.3895313892515355e38
-	case tensor.Float64:
-		return -math.MaxFloat64
-	}
-	return -math.MaxFloat32
-}
-
 // encode runs embeddings, encoder and pooler: the last hidden state and the
 // pooled first token (nil without a pooler).
 func (m *Model) encode(s *tensor.Scope, b *models.Batch) (seq, pooled *tensor.T) {
 	cfg := m.Config
+	defer s.SetDevice(s.SetDevice(m.device))
+	if m.device.IsCUDA() {
+		b.ToDevice(s, m.device)
+	}
 	emb := m.Embeddings
 	if b.PastKeyValues.Len() > 0 || b.UseCache {
 		s.Failf("BERT is an encoder: it keeps no key/value cache (prefix key/values go in PrefixKV)")
@@ -765,7 +782,7 @@ func (m *Model) extendedMask(s *tensor.Scope, am *tensor.T, dt tensor.DType, B, 
 		am = s.Cat(1, s.Ones(am.DType(), B, prefixLen), am)
 	}
 	f := s.View(s.To(am, dt), B, 1, 1, T)
-	return s.MulScalar(s.AddScalar(s.Neg(f), 1), minValue(dt))
+	return s.MulScalar(s.AddScalar(s.Neg(f), 1), tensor.Lowest(dt))
 }
 
 func (m *Model) layer(s *tensor.Scope, l *Layer, x, mask *tensor.T, prefix *models.KV) *tensor.T {
@@ -820,6 +837,7 @@ func save(dir, architecture string, cfg *Config, m nn.Module) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("bert: save: %w", err)
 	}
+	models.RecordDType(&cfg.Raw, m)
 	js, err := cfg.JSON(architecture)
 	if err != nil {
 		return fmt.Errorf("bert: save config: %w", err)

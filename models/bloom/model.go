@@ -32,7 +32,6 @@ import (
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
-	"github.com/gopeft/peft/safetensors"
 )
 
 // Model is BloomForCausalLM.
@@ -48,6 +47,8 @@ type Model struct {
 
 	slopes   *tensor.T // ALiBi slope per head [1, H, 1, 1], float32
 	training bool
+	weights  models.Weights
+	device   tensor.Device
 }
 
 // Transformer is BloomModel.
@@ -115,23 +116,27 @@ func New(cfg *Config, seed int64) (*Model, error) {
 // Load reads a HF folder: config.json, model.safetensors (or a sharded
 // index) and generation_config.json when present. Checkpoints saved from
 // BloomModel (bigscience/bloom-560m and its siblings: keys without the
-// "transformer." prefix) load too. Parameters load as float32, trainable
-// (PyTorch's default); PEFT methods freeze them.
-func Load(dir string) (*Model, error) {
+// "transformer." prefix) load too. Parameters load trainable (PyTorch's
+// default; PEFT methods freeze them) in the dtype and on the device the
+// options choose (models.LoadOption: by default the checkpoint's
+// torch_dtype, on the CPU, frozen weights as views of the mapped file).
+func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	set, err := safetensors.OpenDir(dir)
+	wf, err := models.OpenWeights(dir, cfg.Raw, lopts)
 	if err != nil {
 		return nil, fmt.Errorf("bloom: %w", err)
 	}
-	defer set.Close()
+	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
+		wf.Close()
 		return nil, err
 	}
-	opts := nn.LoadOptions{Trainable: true}
+	m.device = wf.Spec.Device
+	var opts nn.LoadOptions
 	if cfg.TieWordEmbeddings {
 		// some tied checkpoints also store lm_head.weight: the tie wins, as in HF
 		opts.IgnoreUnexpected = func(k string) bool { return k == "lm_head.weight" }
@@ -141,10 +146,12 @@ func Load(dir string) (*Model, error) {
 	if _, _, bare := set.Info("word_embeddings.weight"); bare && !prefixed && cfg.TieWordEmbeddings {
 		target = m.Transformer // a BloomModel checkpoint
 	}
-	if err := nn.LoadState(target, set, opts); err != nil {
+	if err := wf.LoadState(target, opts); err != nil {
 		nn.FreeParams(m)
+		wf.Close()
 		return nil, fmt.Errorf("bloom: %w", err)
 	}
+	m.weights = wf.Keep()
 	m.Path = dir
 	if gc, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
 		m.GenerationConfig = gc
@@ -157,7 +164,7 @@ func Load(dir string) (*Model, error) {
 func skeleton(cfg *Config) (*Model, error) {
 	s := tensor.NoGradScope()
 	defer s.Close()
-	empty := func(shape ...int64) *nn.Param { return nn.NewParam(s.Keep(s.Empty(tensor.Float32, shape...))) }
+	empty := func(shape ...int64) *nn.Param { return nn.Placeholder(s, shape...) }
 	m := build(s, cfg,
 		func(in, out int64) nn.Layer { return &nn.Linear{Weight: empty(out, in), Bias: empty(out)} },
 		func(n, d int64) nn.Layer { return &nn.Embedding{Weight: empty(n, d)} })
@@ -226,6 +233,7 @@ func (m *Model) initAlibi() error {
 	sl := Slopes(m.Config.NHead)
 	s := tensor.NewScope()
 	defer s.Close()
+	s.SetDevice(m.device)
 	m.slopes = s.Keep(s.FromFloat32(sl, 1, int64(len(sl)), 1, 1))
 	return s.Err()
 }
@@ -234,6 +242,7 @@ func (m *Model) initAlibi() error {
 func (m *Model) Free() {
 	nn.FreeParams(m)
 	m.slopes.Free()
+	m.weights.Release()
 }
 
 // NumLayers is the number of blocks.
@@ -248,6 +257,10 @@ func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
 // (when b.UseCache) owns its tensors.
 func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	cfg := m.Config
+	defer s.SetDevice(s.SetDevice(m.device))
+	if m.device.IsCUDA() {
+		b.ToDevice(s, m.device)
+	}
 	var x *tensor.T
 	switch {
 	case b.InputsEmbeds != nil:
@@ -280,6 +293,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 
 	am := m.fullMask(s, b.AttentionMask, B, past+L, prefixLen)
 	alibi := m.alibi(s, am)
+	if dt := x.DType(); alibi != nil && dt != tensor.Float32 { // HF: computed in float32, cast to the activations' dtype
+		alibi = s.To(alibi, dt)
+	}
 	mask := causalMask(s, am, B, L, past)
 	if s.Err() != nil {
 		return &models.Output{}
@@ -436,7 +452,7 @@ func (m *Model) attention(s *tensor.Scope, a *Attention, h, alibi, mask *tensor.
 	}
 	dt := scores.DType()
 	if mask != nil {
-		scores = s.MaskedFill(scores, mask, -math.MaxFloat32)
+		scores = s.MaskedFill(scores, mask, tensor.Lowest(dt)) // torch.finfo(dtype).min
 	}
 	p := s.Softmax(scores, -1, tensor.Float32)
 	if dt != tensor.Float32 {
@@ -457,6 +473,7 @@ func (m *Model) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("bloom: save: %w", err)
 	}
+	models.RecordDType(&m.Config.Raw, m)
 	cfg, err := m.Config.JSON()
 	if err != nil {
 		return fmt.Errorf("bloom: save config: %w", err)

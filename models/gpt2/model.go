@@ -33,7 +33,6 @@ import (
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
-	"github.com/gopeft/peft/safetensors"
 	"github.com/sugarme/gotch/ts"
 )
 
@@ -50,6 +49,8 @@ type Model struct {
 
 	act      models.ActFn
 	training bool
+	weights  models.Weights
+	device   tensor.Device
 }
 
 // Transformer is GPT2Model.
@@ -132,23 +133,27 @@ func New(cfg *Config, seed int64) (*Model, error) {
 // index) and generation_config.json when present. Checkpoints saved from
 // GPT2Model (openai-community/gpt2 and its siblings: keys without the
 // "transformer." prefix, with the attn.bias / attn.masked_bias buffers)
-// load too. Parameters load as float32, trainable (PyTorch's default);
-// PEFT methods freeze them.
-func Load(dir string) (*Model, error) {
+// load too. Parameters load trainable (PyTorch's default; PEFT methods
+// freeze them) in the dtype and on the device the options choose
+// (models.LoadOption: by default the checkpoint's torch_dtype, on the CPU,
+// frozen weights as views of the mapped file).
+func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	set, err := safetensors.OpenDir(dir)
+	wf, err := models.OpenWeights(dir, cfg.Raw, lopts)
 	if err != nil {
 		return nil, fmt.Errorf("gpt2: %w", err)
 	}
-	defer set.Close()
+	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
+		wf.Close()
 		return nil, err
 	}
-	opts := nn.LoadOptions{Trainable: true, IgnoreUnexpected: func(k string) bool {
+	m.device = wf.Spec.Device
+	opts := nn.LoadOptions{IgnoreUnexpected: func(k string) bool {
 		// the causal-mask buffers of old checkpoints; a tied lm_head also
 		// stored in the file (the tie wins, as in HF)
 		return strings.HasSuffix(k, ".attn.bias") || strings.HasSuffix(k, ".attn.masked_bias") ||
@@ -159,10 +164,12 @@ func Load(dir string) (*Model, error) {
 	if _, _, bare := set.Info("wte.weight"); bare && !prefixed && cfg.TieWordEmbeddings {
 		target = m.Transformer // a GPT2Model checkpoint
 	}
-	if err := nn.LoadState(target, set, opts); err != nil {
+	if err := wf.LoadState(target, opts); err != nil {
 		nn.FreeParams(m)
+		wf.Close()
 		return nil, fmt.Errorf("gpt2: %w", err)
 	}
+	m.weights = wf.Keep()
 	m.Path = dir
 	if gc, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
 		m.GenerationConfig = gc
@@ -175,7 +182,7 @@ func Load(dir string) (*Model, error) {
 func skeleton(cfg *Config) (*Model, error) {
 	s := tensor.NoGradScope()
 	defer s.Close()
-	empty := func(shape ...int64) *nn.Param { return nn.NewParam(s.Keep(s.Empty(tensor.Float32, shape...))) }
+	empty := func(shape ...int64) *nn.Param { return nn.Placeholder(s, shape...) }
 	m := build(s, cfg,
 		func(in, out int64, _ bool) *nn.Conv1D { return &nn.Conv1D{Weight: empty(in, out), Bias: empty(out)} },
 		func(n, d int64) *nn.Embedding { return &nn.Embedding{Weight: empty(n, d)} })
@@ -212,8 +219,12 @@ func build(s *tensor.Scope, cfg *Config, conv func(in, out int64, proj bool) *nn
 	return m
 }
 
-// Free releases every tensor of the model.
-func (m *Model) Free() { nn.FreeParams(m) }
+// Free releases every tensor of the model, then the mapped checkpoint
+// its frozen weights viewed.
+func (m *Model) Free() {
+	nn.FreeParams(m)
+	m.weights.Release()
+}
 
 // NumLayers is the number of blocks.
 func (m *Model) NumLayers() int { return len(m.Transformer.H.Items) }
@@ -227,6 +238,10 @@ func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
 // (when b.UseCache) owns its tensors.
 func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	cfg := m.Config
+	defer s.SetDevice(s.SetDevice(m.device))
+	if m.device.IsCUDA() {
+		b.ToDevice(s, m.device)
+	}
 	tr := m.Transformer
 	var x *tensor.T
 	switch {
@@ -329,19 +344,6 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	return out
 }
 
-// minValue is torch.finfo(dt).min, what HF fills masked scores with.
-func minValue(dt tensor.DType) float64 {
-	switch dt {
-	case tensor.Float16:
-		return -65504
-	case tensor.BFloat16:
-		return -3.3895313892515355e38
-	case tensor.Float64:
-		return -math.MaxFloat64
-	}
-	return -math.MaxFloat32
-}
-
 // masks returns the causal mask (true where key j lies in query i's
 // future, [1, 1, L, T]; nil for a single new token) and the additive
 // padding mask (1-mask)·min [B, 1, 1, T] (nil without an attention mask).
@@ -365,7 +367,7 @@ func (m *Model) masks(s *tensor.Scope, am *tensor.T, dt tensor.DType, B, L, past
 		am = s.Cat(1, s.Ones(am.DType(), B, prefixLen), am)
 	}
 	f := s.View(s.To(am, dt), B, 1, 1, T)
-	padding = s.MulScalar(s.AddScalar(s.Neg(f), 1), minValue(dt))
+	padding = s.MulScalar(s.AddScalar(s.Neg(f), 1), tensor.Lowest(dt))
 	return causal, padding
 }
 
@@ -419,7 +421,7 @@ func (m *Model) attention(s *tensor.Scope, idx int, a *Attention, h, causal, pad
 	}
 	sdt := scores.DType()
 	if causal != nil {
-		scores = s.MaskedFill(scores, causal, minValue(sdt)) // where(causal, scores, min)
+		scores = s.MaskedFill(scores, causal, tensor.Lowest(sdt)) // where(causal, scores, min)
 	}
 	if padding != nil {
 		if padding.DType() != sdt {
@@ -446,6 +448,7 @@ func (m *Model) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("gpt2: save: %w", err)
 	}
+	models.RecordDType(&m.Config.Raw, m)
 	cfg, err := m.Config.JSON()
 	if err != nil {
 		return fmt.Errorf("gpt2: save config: %w", err)

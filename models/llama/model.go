@@ -123,42 +123,33 @@ func Load(dir string, opts ...models.LoadOption) (*Model, error) { return load(d
 type loadStep func(m *Model, set *safetensors.Set) (own func(key string) bool, finish func() error, err error)
 
 func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) {
-	spec, err := models.ResolveLoad(lopts...)
-	if err != nil {
-		return nil, fmt.Errorf("llama: %w", err)
-	}
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
 	}
-	set, err := safetensors.OpenDir(dir)
+	wf, err := models.OpenWeights(dir, cfg.Raw, lopts)
 	if err != nil {
 		return nil, fmt.Errorf("llama: %w", err)
 	}
-	mapped := 0
-	defer func() {
-		if mapped == 0 {
-			set.Close()
-		}
-	}()
-	dt, err := spec.ResolveDType(filepath.Join(dir, "config.json"), cfg.Raw, set)
-	if err != nil {
-		return nil, fmt.Errorf("llama: %w", err)
-	}
+	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
+		wf.Close()
 		return nil, err
 	}
-	m.dtype, m.device = dt, spec.Device
-	models.SetConfigDType(cfg.Raw, dt)
+	m.dtype, m.device = wf.DType, wf.Spec.Device
+	fail := func(err error) (*Model, error) {
+		nn.FreeParams(m)
+		wf.Close()
+		return nil, err
+	}
 	own, finish := func(string) bool { return false }, func() error { return nil }
 	if step != nil {
 		if own, finish, err = step(m, set); err != nil {
-			nn.FreeParams(m)
-			return nil, err
+			return fail(err)
 		}
 	}
-	opts := spec.StateOptions(dt)
+	var opts nn.LoadOptions
 	if cfg.TieWordEmbeddings {
 		// some tied checkpoints also store lm_head.weight: the tie wins, as in HF
 		opts.IgnoreUnexpected = func(k string) bool { return k == "lm_head.weight" }
@@ -171,17 +162,13 @@ func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) 
 		return filepath.Ext(k) == ".inv_freq" || (tiedHead != nil && tiedHead(k))
 	}
 	opts.IgnoreUnexpected = func(k string) bool { return own(k) || ignoreRotary(k) }
-	if mapped, err = nn.LoadStateMapped(m, set, opts); err != nil {
-		nn.FreeParams(m)
-		mapped = 0
-		return nil, fmt.Errorf("llama: %w", err)
+	if err := wf.LoadState(m, opts); err != nil {
+		return fail(fmt.Errorf("llama: %w", err))
 	}
 	if err := finish(); err != nil {
-		nn.FreeParams(m)
-		mapped = 0
-		return nil, err
+		return fail(err)
 	}
-	m.weights.Hold(set, mapped > 0)
+	m.weights = wf.Keep()
 	m.Path = dir
 	if gc, err := os.ReadFile(filepath.Join(dir, "generation_config.json")); err == nil {
 		m.GenerationConfig = gc
@@ -194,7 +181,7 @@ func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) 
 func skeleton(cfg *Config) (*Model, error) {
 	s := tensor.NoGradScope()
 	defer s.Close()
-	empty := func(shape ...int64) *nn.Param { return nn.NewParam(s.Keep(s.Empty(tensor.Float32, shape...))) }
+	empty := func(shape ...int64) *nn.Param { return nn.Placeholder(s, shape...) }
 	m := build(s, cfg,
 		func(in, out int64, bias bool) nn.Layer {
 			l := &nn.Linear{Weight: empty(out, in)}
@@ -295,6 +282,9 @@ func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
 func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	cfg := m.Config
 	defer s.SetDevice(s.SetDevice(m.device))
+	if m.device.IsCUDA() {
+		b.ToDevice(s, m.device)
+	}
 	var x *tensor.T
 	switch {
 	case b.InputsEmbeds != nil:
@@ -512,6 +502,7 @@ func (m *Model) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("llama: save: %w", err)
 	}
+	models.RecordDType(&m.Config.Raw, m)
 	cfg, err := m.Config.JSON()
 	if err != nil {
 		return fmt.Errorf("llama: save config: %w", err)
