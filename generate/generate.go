@@ -196,7 +196,7 @@ func run(ctx context.Context, m Model, in Input, cfg GenerationConfig, fn func(S
 	r := newRunner(m, p, in)
 	s := tensor.NoGradScope()
 	defer s.Close()
-	s.SetDevice(models.DeviceOf(m)) // ids and processor tensors beside the model
+	s.SetDevice(models.DeviceOf(m))   // ids and processor tensors beside the model
 	defer func() { r.cache.Free() }() // the cache the run ends with
 	var out *Output
 	switch p.mode {
