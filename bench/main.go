@@ -90,6 +90,7 @@ type options struct {
 	maxLoad   float64
 	envOnly   bool
 	traceRSS  bool
+	threadCPU bool
 	// the scale cases (scale.go)
 	model     string
 	dtype     string
@@ -114,6 +115,7 @@ func main() {
 		"forward-backward: free the scope's handles to intermediates before backward (autograd keeps what it needs)")
 	flag.StringVar(&o.summarize, "summarize", "", "print the median tables of a compare.sh results file and exit")
 	flag.Float64Var(&o.maxLoad, "max-load", 0.6, "-summarize: rounds that started at or above this 1-minute load average are not used")
+	flag.BoolVar(&o.threadCPU, "thread-cpu", false, "add thread_cpu_s: CPU seconds of every OS thread of the case's process, largest first")
 	flag.BoolVar(&o.traceRSS, "trace-rss", false, "print RSS and peak RSS after every step to stderr")
 	flag.BoolVar(&o.envOnly, "env", false, "print only the env line (machine, BLAS and libtorch loaded) and exit")
 	flag.StringVar(&o.model, "model", "", "HF folder for the scale cases ("+strings.Join(scaleCases, ", ")+
@@ -146,6 +148,9 @@ func main() {
 	res, err := runCase(o)
 	if err != nil {
 		fatal(fmt.Errorf("%s: %w", o.caseName, err))
+	}
+	if o.threadCPU {
+		res["thread_cpu_s"] = threadCPU()
 	}
 	printJSON(res)
 }
