@@ -18,13 +18,7 @@ import (
 func BenchmarkDecodeStepWeights(b *testing.B) {
 	s := NoGradScope()
 	defer s.Close()
-	var ws []*T
-	for range 8 {
-		for _, d := range [][2]int64{{512, 512}, {512, 512}, {512, 512}, {512, 512}, {1376, 512}, {1376, 512}, {512, 1376}} {
-			ws = append(ws, s.Randn(Float32, d[0], d[1]))
-		}
-	}
-	ws = append(ws, s.Randn(Float32, 8000, 512))
+	ws := decodeStepWeights(s, Float32)
 	ways := []struct {
 		name string
 		f    func(x, w *T, n int64) *T
@@ -52,6 +46,96 @@ func BenchmarkDecodeStepWeights(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// decodeStepWeights are the benchmark model's 57 decode-step weights in dt.
+func decodeStepWeights(s *Scope, dt DType) []*T {
+	var ws []*T
+	for range 8 {
+		for _, d := range [][2]int64{{512, 512}, {512, 512}, {512, 512}, {512, 512}, {1376, 512}, {1376, 512}, {512, 1376}} {
+			ws = append(ws, s.To(s.Randn(Float32, d[0], d[1]), dt))
+		}
+	}
+	return append(ws, s.To(s.Randn(Float32, 8000, 512), dt))
+}
+
+// BenchmarkDecodeStepWeightsBF16 is BenchmarkDecodeStepWeights in
+// bfloat16 (the weights, the rows and the outputs): Linear (the AVX-512
+// BF16 kernel where the CPU has it), Linear-widen (the kernel other CPUs
+// run, forced by the test hook), libtorch's linear and one libtorch mv per
+// row. GB/s is the weights' bytes (58.9 MB) per step over its time.
+//
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepWeightsBF16 ./internal/tensor/
+func BenchmarkDecodeStepWeightsBF16(b *testing.B) {
+	s := NoGradScope()
+	defer s.Close()
+	ws := decodeStepWeights(s, BFloat16)
+	var bytes int64
+	for _, w := range ws {
+		bytes += w.Numel() * 2
+	}
+	cpu := bf16Dot
+	defer func() { bf16Dot = cpu }()
+	ways := []struct {
+		name string
+		f    func(x, w *T, n int64) *T
+	}{
+		{"Linear", func(x, w *T, n int64) *T { bf16Dot = cpu; return s.Linear(x, w, nil) }},
+		{"Linear-widen", func(x, w *T, n int64) *T { bf16Dot = false; return s.Linear(x, w, nil) }},
+		{"libtorch-linear", func(x, w *T, n int64) *T {
+			lib.AtgLinear(s.ptr(), x.c, w.c, nil)
+			return s.result("linear")
+		}},
+		{"mv-per-row", func(x, w *T, n int64) *T { return s.linearMV(x, w, nil, n) }},
+	}
+	for _, rows := range []int64{1, 2, 4} {
+		xs := map[int64]*T{512: s.To(s.Randn(Float32, rows, 512), BFloat16), 1376: s.To(s.Randn(Float32, rows, 1376), BFloat16)}
+		for _, way := range ways {
+			b.Run(fmt.Sprintf("rows=%d/%s", rows, way.name), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					mark := s.Mark()
+					for _, w := range ws {
+						way.f(xs[w.Size(1)], w, rows)
+					}
+					s.FreeSince(mark)
+				}
+				if err := s.Err(); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(bytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+// BenchmarkCopyBandwidth is the memory's ceiling for the kernels above:
+// libtorch copying a 256 MiB float32 tensor into another (GB/s counts the
+// bytes read and written) and summing one (a read only, as the kernels
+// read their weights), on libtorch's threads.
+//
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench CopyBandwidth ./internal/tensor/
+func BenchmarkCopyBandwidth(b *testing.B) {
+	s := NoGradScope()
+	defer s.Close()
+	const n = 64 << 20 // float32s: 256 MiB
+	src, dst := s.Ones(Float32, n), s.Zeros(Float32, n)
+	b.Run("copy", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			s.Copy_(dst, src)
+		}
+		b.ReportMetric(2*4*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	})
+	b.Run("sum", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			mark := s.Mark()
+			s.Sum(src, false)
+			s.FreeSince(mark)
+		}
+		b.ReportMetric(4*n*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	})
+	if err := s.Err(); err != nil {
+		b.Fatal(err)
 	}
 }
 
