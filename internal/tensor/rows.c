@@ -106,15 +106,7 @@ static inline __attribute__((always_inline)) uint16_t f32_bf16(float f) {
 	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
-typedef uint16_t h8 __attribute__((vector_size(16)));
 typedef uint32_t u8v __attribute__((vector_size(32)));
-
-// widen8 loads 8 bfloat16 values as float32 (the bits shifted left 16).
-static inline __attribute__((always_inline)) v8 widen8(const uint16_t *p) {
-	h8 h;
-	memcpy(&h, p, sizeof h);
-	return (v8)(__builtin_convertvector(h, u8v) << 16);
-}
 
 // ROWS_BF16 is ROWS for a bfloat16 weight on CPUs without bfloat16 dot
 // products. Each 16 weight values (a 32-byte load), read as 8 uint32
@@ -147,40 +139,66 @@ static inline __attribute__((always_inline)) v8 widen8(const uint16_t *p) {
 
 // COLS_BF16 is COLS for a bfloat16 weight [k, n_out]: the tile of outputs
 // is summed in float32 on the stack (starting from the bias) and rounded
-// once when the weight has streamed through.
-#define COLS_BF16_STEP(R, J)                                                                 \
-	{                                                                                        \
-		const uint16_t *wj[J];                                                               \
-		float xj[R][J];                                                                      \
-		for (int i = 0; i < J; i++) {                                                        \
-			wj[i] = w + (j + i) * n_out;                                                     \
-			for (int r = 0; r < R; r++) xj[r][i] = x[r * k + j + i];                         \
-		}                                                                                    \
-		int64_t n = c0;                                                                      \
-		for (; n + 8 <= c1; n += 8) {                                                        \
-			v8 wv[J];                                                                        \
-			for (int i = 0; i < J; i++) wv[i] = widen8(wj[i] + n);                           \
-			for (int r = 0; r < R; r++) {                                                    \
-				v8 a = load8(acc[r] + (n - c0));                                             \
-				for (int i = 0; i < J; i++) a += xj[r][i] * wv[i];                           \
-				store8(acc[r] + (n - c0), a);                                                \
-			}                                                                                \
-		}                                                                                    \
-		for (; n < c1; n++)                                                                  \
-			for (int r = 0; r < R; r++)                                                      \
+// once when the weight has streamed through. Each 16 columns of a weight
+// row are read as 8 uint32 pairs, as in ROWS_BF16, so the tile keeps each
+// 16 columns' sums as the 8 even ones then the 8 odd ones (TILE_COLS
+// walks that order); the last < 16 columns one by one, in order.
+#define COLS_BF16_STEP(R, J)                                                      \
+	{                                                                             \
+		const uint16_t *wj[J];                                                    \
+		float xj[R][J];                                                           \
+		for (int i = 0; i < J; i++) {                                             \
+			wj[i] = w + (j + i) * n_out;                                          \
+			for (int r = 0; r < R; r++) xj[r][i] = x[r * k + j + i];              \
+		}                                                                         \
+		int64_t n = c0;                                                           \
+		for (; n + 16 <= c1; n += 16) {                                           \
+			v8 we[J], wo[J];                                                      \
+			for (int i = 0; i < J; i++) {                                         \
+				u8v u;                                                            \
+				memcpy(&u, wj[i] + n, sizeof u);                                  \
+				we[i] = (v8)(u << 16);                                            \
+				wo[i] = (v8)(u & 0xffff0000u);                                    \
+			}                                                                     \
+			for (int r = 0; r < R; r++) {                                         \
+				float *a = acc[r] + (n - c0);                                     \
+				v8 e = load8(a), o = load8(a + 8);                                \
+				for (int i = 0; i < J; i++) {                                     \
+					e += xj[r][i] * we[i];                                        \
+					o += xj[r][i] * wo[i];                                        \
+				}                                                                 \
+				store8(a, e);                                                     \
+				store8(a + 8, o);                                                 \
+			}                                                                     \
+		}                                                                         \
+		for (; n < c1; n++)                                                       \
+			for (int r = 0; r < R; r++)                                           \
 				for (int i = 0; i < J; i++) acc[r][n - c0] += xj[r][i] * bf16_f32(wj[i][n]); \
 	}
-#define COLS_BF16(R)                                                                       \
-	for (int64_t c0 = n0; c0 < n1; c0 += TILE) {                                           \
-		int64_t c1 = c0 + TILE < n1 ? c0 + TILE : n1;                                      \
-		float acc[R][TILE];                                                                \
-		for (int r = 0; r < R; r++)                                                        \
-			for (int64_t n = c0; n < c1; n++) acc[r][n - c0] = b ? bf16_f32(b[n]) : 0.f;   \
-		int64_t j = 0;                                                                     \
-		for (; j + 4 <= k; j += 4) COLS_BF16_STEP(R, 4)                                    \
-		for (; j < k; j++) COLS_BF16_STEP(R, 1)                                            \
-		for (int r = 0; r < R; r++)                                                        \
-			for (int64_t n = c0; n < c1; n++) y[r * n_out + n] = f32_bf16(acc[r][n - c0]); \
+// TILE_COLS runs BODY with p, the tile's position, and col, the column
+// whose sum is there.
+#define TILE_COLS(BODY)                                                           \
+	{                                                                             \
+		int64_t n = c0;                                                           \
+		for (; n + 16 <= c1; n += 16)                                             \
+			for (int64_t i = 0; i < 16; i++) {                                    \
+				int64_t p = n - c0 + i, col = n + (i < 8 ? 2 * i : 2 * (i - 8) + 1); \
+				BODY                                                              \
+			}                                                                     \
+		for (; n < c1; n++) {                                                     \
+			int64_t p = n - c0, col = n;                                          \
+			BODY                                                                  \
+		}                                                                         \
+	}
+#define COLS_BF16(R)                                                              \
+	for (int64_t c0 = n0; c0 < n1; c0 += TILE) {                                  \
+		int64_t c1 = c0 + TILE < n1 ? c0 + TILE : n1;                             \
+		float acc[R][TILE];                                                       \
+		TILE_COLS(for (int r = 0; r < R; r++) acc[r][p] = b ? bf16_f32(b[col]) : 0.f;) \
+		int64_t j = 0;                                                            \
+		for (; j + 4 <= k; j += 4) COLS_BF16_STEP(R, 4)                           \
+		for (; j < k; j++) COLS_BF16_STEP(R, 1)                                   \
+		TILE_COLS(for (int r = 0; r < R; r++) y[r * n_out + col] = f32_bf16(acc[r][p]);) \
 	}
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12

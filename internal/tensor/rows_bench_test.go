@@ -145,18 +145,29 @@ func BenchmarkCopyBandwidth(b *testing.B) {
 // up to 4 rows) against libtorch's addmm (OpenBLAS GEMM), as before.
 //
 //	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepConv1D ./internal/tensor/
-func BenchmarkDecodeStepConv1D(b *testing.B) {
+func BenchmarkDecodeStepConv1D(b *testing.B) { benchmarkDecodeStepConv1D(b, Float32) }
+
+// BenchmarkDecodeStepConv1DBF16 is BenchmarkDecodeStepConv1D in bfloat16
+// (Conv1D's kernel widens bfloat16 to float32 on every CPU). GB/s is the
+// weights' bytes (170 MB) per step over its time.
+//
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepConv1DBF16 ./internal/tensor/
+func BenchmarkDecodeStepConv1DBF16(b *testing.B) { benchmarkDecodeStepConv1D(b, BFloat16) }
+
+func benchmarkDecodeStepConv1D(b *testing.B, dt DType) {
 	s := NoGradScope()
 	defer s.Close()
 	type wb struct{ w, b *T }
 	var ws []wb
+	var bytes int64
 	for range 12 {
 		for _, d := range [][2]int64{{768, 2304}, {768, 768}, {768, 3072}, {3072, 768}} {
-			ws = append(ws, wb{s.Randn(Float32, d[0], d[1]), s.Randn(Float32, d[1])})
+			ws = append(ws, wb{s.To(s.Randn(Float32, d[0], d[1]), dt), s.To(s.Randn(Float32, d[1]), dt)})
+			bytes += d[0] * d[1] * int64(dt.Size())
 		}
 	}
 	for _, rows := range []int64{1, 4} {
-		xs := map[int64]*T{768: s.Randn(Float32, rows, 768), 3072: s.Randn(Float32, rows, 3072)}
+		xs := map[int64]*T{768: s.To(s.Randn(Float32, rows, 768), dt), 3072: s.To(s.Randn(Float32, rows, 3072), dt)}
 		for _, way := range []string{"Conv1D", "libtorch-addmm"} {
 			b.Run(fmt.Sprintf("rows=%d/%s", rows, way), func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
@@ -174,6 +185,7 @@ func BenchmarkDecodeStepConv1D(b *testing.B) {
 				if err := s.Err(); err != nil {
 					b.Fatal(err)
 				}
+				b.ReportMetric(float64(bytes)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 			})
 		}
 	}
