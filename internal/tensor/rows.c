@@ -108,6 +108,15 @@ static inline __attribute__((always_inline)) uint16_t f32_bf16(float f) {
 
 typedef uint32_t u8v __attribute__((vector_size(32)));
 
+// AHEAD prefetches (into L2) the weight bytes `bytes` beyond p: the
+// weight rows a kernel will read next, whose streams are too short (1-3
+// KiB a row) or too many at once for the hardware prefetchers to run far
+// enough ahead; reading 4 rows ahead more than halves a decode step's time
+// on a 2-core Xeon VM. A prefetch past the weight's end does no harm (it
+// never faults); the address is formed as an integer so that no pointer
+// goes past the weight either.
+#define AHEAD(p, bytes) __builtin_prefetch((const void *)((uintptr_t)(p) + (uintptr_t)(bytes)), 0, 2)
+
 // ROWS_BF16 is ROWS for a bfloat16 weight on CPUs without bfloat16 dot
 // products. Each 16 weight values (a 32-byte load), read as 8 uint32
 // pairs, give the 8 even-indexed values as float32 by a shift left 16 and
@@ -124,6 +133,7 @@ typedef uint32_t u8v __attribute__((vector_size(32)));
 		for (; j + 16 <= k; j += 16) {                                            \
 			u8v u;                                                                \
 			memcpy(&u, wn + j, sizeof u);                                         \
+			AHEAD(wn + j, 8 * k);                                                 \
 			v8 we = (v8)(u << 16), wo = (v8)(u & 0xffff0000u);                    \
 			for (int r = 0; r < R; r++) {                                         \
 				ae[r] += we * load8(x + r * k + j);                               \
@@ -157,6 +167,7 @@ typedef uint32_t u8v __attribute__((vector_size(32)));
 			for (int i = 0; i < J; i++) {                                         \
 				u8v u;                                                            \
 				memcpy(&u, wj[i] + n, sizeof u);                                  \
+				AHEAD(wj[i] + n, 8 * n_out);                                      \
 				we[i] = (v8)(u << 16);                                            \
 				wo[i] = (v8)(u & 0xffff0000u);                                    \
 			}                                                                     \
@@ -254,6 +265,7 @@ static inline __attribute__((always_inline)) DOT_TARGET __m128 sum4(__m512 a, __
 		for (int r = 0; r < R; r++) xv[r] = LOAD(x + r * k + j);                        \
 		for (int q = 0; q < Q; q++) {                                                   \
 			__m512bh wv = LOAD(wn + q * k + j);                                         \
+			if (Q == 4) AHEAD(wn + q * k + j, 8 * k);                                   \
 			for (int r = 0; r < R; r++) a[q][r] = _mm512_dpbf16_ps(a[q][r], wv, xv[r]); \
 		}                                                                               \
 	}
