@@ -42,8 +42,10 @@ func (s *Scope) fewRows(x, w, b *T, in int64) int64 {
 }
 
 // bf16Dot is whether the bfloat16 Linear kernel takes the CPU's AVX-512
-// BF16 dot products (vdpbf16ps); tests clear it to run the widening kernel
-// (bfloat16 shifted to float32, float32 FMA) that other CPUs take.
+// BF16 dot products (vdpbf16ps), asked of the CPU once; tests and
+// benchmarks clear it to run the widening kernel (bfloat16 shifted to
+// float32, float32 FMA) that other CPUs take. Not safe to change while
+// another goroutine runs Linear.
 var bf16Dot = C.gopeft_bf16_dot() != 0
 
 // rowsKernel computes x's n rows times w with the C kernels — w [out, in]
@@ -53,7 +55,9 @@ var bf16Dot = C.gopeft_bf16_dot() != 0
 // (b may be absent); a bfloat16 weight with a float32 x (or bias) falls
 // back to libtorch as before, which rejects the mix as its linear does.
 // The bfloat16 kernels sum in float32 and round each output once to the
-// nearest bfloat16 (ties to even), as libtorch's bfloat16 linear does.
+// nearest bfloat16 (ties to even): never less accurate than libtorch's
+// bfloat16 mv, which Linear used for these rows before and which rounds
+// partial sums at small inner sizes (see rows.c).
 func (s *Scope) rowsKernel(x, w, b *T, n int64, conv1D bool) (*T, bool) {
 	out, in := w.Size(0), w.Size(1)
 	if conv1D {
