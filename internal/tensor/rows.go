@@ -20,6 +20,14 @@ import (
 // kernel no longer wins (9.7 ms vs GEMM's 9.6 in a standalone C timing).
 // BenchmarkDecodeStepConv1D (GPT-2 small's 48 Conv1D weights): 1 row 15.9
 // ms (addmm 26.7), 4 rows 20.4 ms (33.9).
+//
+// In bfloat16 (BenchmarkDecodeStepWeightsBF16: the same 57 weights, 58.8
+// MB; a 2-vCPU Xeon with AVX-512 BF16 that other jobs kept at load 4-5,
+// best of 5): 1 row 6.5 ms (libtorch's linear 12.6; one mv per row, which
+// Linear ran before, 15.3), 4 rows 6.7 ms (11.7, 50.6); the widening
+// kernel other CPUs run 7.0 and 8.8 ms. Timed in C alone on a quieter
+// moment, 1.5 and 2.4 ms (float32 5.6 and 7.4). GPT-2 small's Conv1D
+// weights in bfloat16: 1 row 19.2 ms (addmm 29.9), 4 rows 27.2 (29.8).
 const maxFewRows = C.GOPEFT_MAX_ROWS
 
 // fewRows is the number of rows of x (whose last dimension must be in)
