@@ -261,6 +261,11 @@ func TestLinearBF16MixedDTypesFallBack(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, BFloat16, y.DType())
 	require.NoError(t, s.Err())
+	// Through Linear the mix reaches libtorch, which rejects it.
+	s2 := NoGradScope()
+	defer s2.Close()
+	s2.Linear(s2.Randn(Float32, 2, 6), s2.To(s2.Randn(Float32, 4, 6), BFloat16), nil)
+	require.Error(t, s2.Err())
 }
 
 // Concurrent scopes on shared bfloat16 weights, each on its own OS thread
