@@ -139,7 +139,7 @@ func (s *Scope) Conv1D(x, w, b *T) *T {
 		return nil
 	}
 	in := w.Size(0)
-	if n := s.fewRows(x, w, b, in); n > 0 {
+	if n := s.fewRows(x, w, b, in); n > 0 && !w.Device().IsCUDA() {
 		if y, ok := s.rowsKernel(x, w, b, n, true); ok {
 			return y
 		}
