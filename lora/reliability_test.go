@@ -1,0 +1,58 @@
+package lora_test
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gopeft/peft/peft"
+	"github.com/stretchr/testify/require"
+)
+
+// editConfig rewrites keys of dir's adapter_config.json.
+func editConfig(t *testing.T, dir string, set map[string]any) {
+	p := filepath.Join(dir, peft.ConfigName)
+	data, err := os.ReadFile(p)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(data, &m))
+	for k, v := range set {
+		m[k] = v
+	}
+	out, err := json.Marshal(m)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(p, out, 0o644))
+}
+
+// Issue #19 items 1 and 6: values of adapter_config.json that used to panic
+// or be accepted silently are refused by Validate, with the field named.
+func TestBadLoRAConfigRefused(t *testing.T) {
+	cases := []struct {
+		name string
+		set  map[string]any
+		want string
+	}{
+		{"layers_pattern not a regex", map[string]any{"layers_pattern": "(", "layers_to_transform": []int{0}}, `"layers_pattern"`},
+		{"layers_pattern list with a bad regex", map[string]any{"layers_pattern": []string{"layers", "[z-a]"}, "layers_to_transform": 1}, `"layers_pattern"`},
+		{"rank_pattern key not a regex", map[string]any{"rank_pattern": map[string]any{"q_proj(": 4}}, `"rank_pattern"`},
+		{"alpha_pattern key not a regex", map[string]any{"alpha_pattern": map[string]any{"*v_proj": 4}}, `"alpha_pattern"`},
+		{"rank_pattern value not positive", map[string]any{"rank_pattern": map[string]any{"q_proj": 0}}, `"rank_pattern"`},
+		{"dropout 1", map[string]any{"lora_dropout": 1.0}, `"lora_dropout"`},
+		{"dropout negative", map[string]any{"lora_dropout": -0.1}, `"lora_dropout"`},
+		{"negative layer", map[string]any{"layers_to_transform": -1}, `"layers_to_transform"`},
+	}
+	base := loadBase(t)
+	defer base.Free()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := copyAdapter(t, "lora-default")
+			editConfig(t, dir, c.set)
+			require.NotPanics(t, func() {
+				_, err := peft.Load(base, dir)
+				require.ErrorContains(t, err, c.want)
+			})
+			untouched(t, base)
+		})
+	}
+}
