@@ -295,6 +295,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	if s.Err() != nil {
 		return &models.Output{}
 	}
+	if err := b.PastKeyValues.CheckLayers(m.NumLayers()); err != nil {
+		return &models.Output{Logits: s.Fail(err)}
+	}
 
 	hasPast := b.PastKeyValues.Len() > 0
 	var cache *models.Cache
