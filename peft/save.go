@@ -96,8 +96,8 @@ func (m *Model) SaveAdapter(dir, name string) error {
 // Metadata keys of adapter_model.safetensors written by SaveAdapter (PEFT
 // reads only "format" and ignores the others).
 const (
-	MetaConfig         = "gopeft.adapter_config"          // the adapter_config.json saved with these weights
-	MetaConfigHash     = "gopeft.adapter_config_sha256"   // its SHA-256
+	MetaConfig         = "gopeft.adapter_config"         // the adapter_config.json saved with these weights
+	MetaConfigHash     = "gopeft.adapter_config_sha256"  // its SHA-256
 	MetaPrevConfigHash = "gopeft.previous_config_sha256" // the SHA-256 of the config these weights replaced ("none": there was none)
 )
 
@@ -158,7 +158,6 @@ func configFor(dir string, f *safetensors.File) (data []byte, path string, err e
 	}
 	return data, path, nil
 }
-
 
 // AdapterStateDict lists what PEFT saves for adapter name, under the file's
 // keys (base_model.model.<path>.<local name>, adapter name removed). For a

@@ -3,8 +3,8 @@ package prompt_test
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/gopeft/peft/internal/tensor"
