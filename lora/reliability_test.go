@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/safetensors"
 	"github.com/stretchr/testify/require"
 )
 
@@ -55,4 +56,33 @@ func TestBadLoRAConfigRefused(t *testing.T) {
 			untouched(t, base)
 		})
 	}
+}
+
+// Issue #19 item 5: an adapter tensor stored with an integer dtype is
+// refused, as the base loader refuses one (it used to be converted and
+// used).
+func TestIntegerAdapterTensorRefused(t *testing.T) {
+	dir := copyAdapter(t, "lora-default")
+	p := filepath.Join(dir, peft.WeightsName)
+	set, err := safetensors.OpenFiles(p)
+	require.NoError(t, err)
+	var all []safetensors.Tensor
+	const bad = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+	for _, k := range set.Names() {
+		info, _, _ := set.Info(k)
+		d, _ := set.Data(k)
+		tt := safetensors.Tensor{Name: k, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), d...)}
+		if k == bad { // same byte count: I32 in place of F32
+			tt.DType = "I32"
+		}
+		all = append(all, tt)
+	}
+	set.Close()
+	require.NoError(t, safetensors.Write(p, all, map[string]string{"format": "pt"}))
+	base := loadBase(t)
+	defer base.Free()
+	_, err = peft.Load(base, dir)
+	require.ErrorContains(t, err, bad)
+	require.ErrorContains(t, err, "I32")
+	untouched(t, base)
 }
