@@ -26,16 +26,20 @@ func ids(v []int64, shape ...int64) *ts.Tensor {
 	return ts.MustOfSlice(v).MustView(shape, true)
 }
 
-// Issue #19 item 2: every family's forward checks its scope's error before
-// using a result, so inputs of inconsistent shapes give an error, never a
-// panic (LLaMA used to index out of range on a mask of another shape).
-func TestBadInputsGiveErrorsInEveryFamily(t *testing.T) {
-	load := map[string]func(dir string) (models.Model, error){
+func familyLoaders() map[string]func(dir string) (models.Model, error) {
+	return map[string]func(dir string) (models.Model, error){
 		"llama-tiny": func(d string) (models.Model, error) { return llama.Load(d) },
 		"gpt2-tiny":  func(d string) (models.Model, error) { return gpt2.Load(d) },
 		"bloom-tiny": func(d string) (models.Model, error) { return bloom.Load(d) },
 		"bert-tiny":  func(d string) (models.Model, error) { return bert.Load(d) },
 	}
+}
+
+// Issue #19 item 2: every family's forward checks its scope's error before
+// using a result, so inputs of inconsistent shapes give an error, never a
+// panic (LLaMA used to index out of range on a mask of another shape).
+func TestBadInputsGiveErrorsInEveryFamily(t *testing.T) {
+	load := familyLoaders()
 	for name, ld := range load {
 		t.Run(name, func(t *testing.T) {
 			m, err := ld(fixture(t, name))

@@ -3,6 +3,8 @@ package models
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/gopeft/peft/internal/tensor"
@@ -302,4 +304,34 @@ func (b *Batch) ToDevice(s *tensor.Scope, d tensor.Device) {
 			*p = s.ToDevice(*p, d)
 		}
 	}
+}
+
+// layerKey finds the layer index of a checkpoint key: the number after a
+// "layers" (LLaMA), "h" (GPT-2, BLOOM) or "layer" (BERT) component. A
+// constant pattern: MustCompile cannot fail.
+var layerKey = regexp.MustCompile(`(?:^|\.)(?:layers|h|layer)\.(\d+)\.`)
+
+// CheckLayerCount compares config.json's layer count (field, want) with
+// the checkpoint's headers before the family builds anything, so that an
+// absurd count is an error and not an allocation of its skeleton.
+func CheckLayerCount(set *safetensors.Set, field string, want int64) error {
+	seen := map[int64]bool{}
+	for _, k := range set.Names() {
+		if m := layerKey.FindStringSubmatch(k); m != nil {
+			n, err := strconv.ParseInt(m[1], 10, 64)
+			if err != nil {
+				return fmt.Errorf("tensor %q: layer index %s: %w", k, m[1], err)
+			}
+			seen[n] = true
+		}
+	}
+	if int64(len(seen)) != want {
+		return fmt.Errorf("config.json's %q is %d, the checkpoint has %d layers", field, want, len(seen))
+	}
+	for i := int64(0); i < want; i++ {
+		if !seen[i] {
+			return fmt.Errorf("config.json's %q is %d, the checkpoint has no layer %d", field, want, i)
+		}
+	}
+	return nil
 }

@@ -129,6 +129,10 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bloom: %w", err)
 	}
+	if err := models.CheckLayerCount(wf.Set, "n_layer", cfg.NLayer); err != nil { // before the skeleton is built
+		wf.Close()
+		return nil, fmt.Errorf("bloom: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {

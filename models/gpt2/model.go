@@ -146,6 +146,10 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gpt2: %w", err)
 	}
+	if err := models.CheckLayerCount(wf.Set, "n_layer", cfg.NLayer); err != nil { // before the skeleton is built
+		wf.Close()
+		return nil, fmt.Errorf("gpt2: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {

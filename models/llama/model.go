@@ -131,6 +131,10 @@ func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) 
 	if err != nil {
 		return nil, fmt.Errorf("llama: %w", err)
 	}
+	if err := models.CheckLayerCount(wf.Set, "num_hidden_layers", cfg.NumHiddenLayers); err != nil { // before the skeleton is built
+		wf.Close()
+		return nil, fmt.Errorf("llama: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
