@@ -173,6 +173,13 @@ func (c *GenerationConfig) update(data []byte) error {
 			return fmt.Errorf("field %q: %w", name, err)
 		}
 	}
+	// temperature 0 reads as "unset" in the struct: with sampling on, an
+	// explicit 0 in a file is refused as HF refuses it (greedy ignores it)
+	if v, ok := raw["temperature"]; ok && c.DoSample {
+		if f, err := number(v); err == nil && f == 0 {
+			return fmt.Errorf("field \"temperature\": 0 with do_sample: set do_sample false for greedy decoding")
+		}
+	}
 	return nil
 }
 
@@ -233,7 +240,13 @@ func (c *GenerationConfig) setField(name string, v json.RawMessage) error {
 	case "max_length":
 		return intInto(&c.MaxLength, d.MaxLength)
 	case "max_new_tokens":
-		return intInto(&c.MaxNewTokens, 0)
+		if err := intInto(&c.MaxNewTokens, 0); err != nil {
+			return err
+		}
+		if !null && c.MaxNewTokens <= 0 { // HF refuses it; 0 in the struct means "unset"
+			return fmt.Errorf("must be positive, got %d", c.MaxNewTokens)
+		}
+		return nil
 	case "min_length":
 		return intInto(&c.MinLength, 0)
 	case "min_new_tokens":
@@ -249,7 +262,13 @@ func (c *GenerationConfig) setField(name string, v json.RawMessage) error {
 	case "top_p":
 		return floatInto(&c.TopP, d.TopP, tiny)
 	case "repetition_penalty":
-		return floatInto(&c.RepetitionPenalty, d.RepetitionPenalty, 0)
+		if err := floatInto(&c.RepetitionPenalty, d.RepetitionPenalty, 0); err != nil {
+			return err
+		}
+		if !null && !(c.RepetitionPenalty > 0) { // HF refuses it; 0 in the struct means "unset"
+			return fmt.Errorf("must be a strictly positive number, got %v", c.RepetitionPenalty)
+		}
+		return nil
 	case "length_penalty":
 		return floatInto(&c.LengthPenalty, d.LengthPenalty, tiny)
 	case "do_sample", "output_scores":
