@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/models/gpt2"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
 	"github.com/stretchr/testify/require"
@@ -85,4 +87,54 @@ func TestIntegerAdapterTensorRefused(t *testing.T) {
 	require.ErrorContains(t, err, bad)
 	require.ErrorContains(t, err, "I32")
 	untouched(t, base)
+}
+
+// Issue #19 item 7: an adapter saved by PEFT 0.10 with bias="lora_only"
+// has no bias tensors (PEFT's bug); it loads with the base's biases and a
+// warning that names the cause, and computes what the same adapter with
+// bias="none" computes.
+func TestLoraOnlyBiasFromPEFT010(t *testing.T) {
+	mk := func(bias string) string {
+		src := filepath.Join(fixtures(t), "adapters", "gpt2-tiny", "lora-c_attn")
+		dir := t.TempDir()
+		set, err := safetensors.OpenFiles(filepath.Join(src, peft.WeightsName))
+		require.NoError(t, err)
+		var keep []safetensors.Tensor
+		for _, k := range set.Names() {
+			if strings.HasSuffix(k, ".bias") && !strings.Contains(k, "lora_") {
+				continue // what PEFT 0.10 writes under lora_only: no bias
+			}
+			info, _, _ := set.Info(k)
+			d, _ := set.Data(k)
+			keep = append(keep, safetensors.Tensor{Name: k, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), d...)})
+		}
+		set.Close()
+		require.NoError(t, safetensors.Write(filepath.Join(dir, peft.WeightsName), keep, map[string]string{"format": "pt"}))
+		data, err := os.ReadFile(filepath.Join(src, peft.ConfigName))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, peft.ConfigName), data, 0o644))
+		editConfig(t, dir, map[string]any{"bias": bias})
+		return dir
+	}
+	var warnings []string
+	defer func(w func(string)) { peft.Warn = w }(peft.Warn)
+	peft.Warn = func(msg string) { warnings = append(warnings, msg) }
+
+	e := openExpected(t, "gpt2-tiny__lora-c_attn")
+	load := func(dir string) []float32 {
+		base, err := gpt2.Load(filepath.Join(fixtures(t), "gpt2-tiny"))
+		require.NoError(t, err)
+		defer base.Free()
+		m, err := peft.Load(base, dir)
+		require.NoError(t, err)
+		return logitsOf(t, m, e)
+	}
+	got := load(mk("lora_only"))
+	require.Len(t, warnings, 1)
+	require.Contains(t, warnings[0], "lora_only")
+	require.Contains(t, warnings[0], "base_layer.bias")
+	require.Contains(t, warnings[0], "PEFT 0.10")
+	want := load(mk("none"))
+	require.Len(t, warnings, 1, "no warning for bias none")
+	require.Equal(t, want, got)
 }

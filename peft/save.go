@@ -197,6 +197,20 @@ func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
 	return out, nil
 }
 
+// Warn receives the library's warnings (a loaded adapter that differs from
+// what its config says, in a way the library can make up for); by default
+// they go to standard error. Replace it to log them elsewhere.
+var Warn = func(msg string) { fmt.Fprintln(os.Stderr, "peft: warning: "+msg) }
+
+func firstKey(m map[string]bool) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys[0]
+}
+
 // LoadOptions controls Load and LoadAdapter.
 type LoadOptions struct {
 	// Trainable keeps the loaded adapter trainable (PEFT's is_trainable);
@@ -308,8 +322,30 @@ func (m *Model) fill(set *safetensors.Set, path, name string) error {
 		baseByName[KeyPrefix+np.Name] = np.Param
 	}
 	plan := map[string]*nn.Param{}
+	// PEFT 0.10 saves no bias under bias="lora_only" (it looks for
+	// "<layer>.bias", the parameter is "<layer>.base_layer.bias"): such an
+	// adapter loads with the base's biases, and a warning says so
+	lostBias := map[string]bool{}
+	if b, ok := m.configs[name].(BiasConfig); ok && b.BiasMode() == "lora_only" {
+		for _, np := range m.biasParams(m.configs[name]) {
+			if _, _, ok := set.Info(stateKeyPrefix(m.configs[name]) + np.Name); !ok {
+				lostBias[stateKeyPrefix(m.configs[name])+np.Name] = true
+			}
+		}
+		if len(lostBias) > 0 && len(lostBias) < len(m.biasParams(m.configs[name])) {
+			lostBias = map[string]bool{} // some saved, some not: not PEFT's bug, a damaged file
+		}
+	}
+	if len(lostBias) > 0 {
+		Warn(fmt.Sprintf("%s: bias=\"lora_only\" but no bias tensor is saved (%d missing, e.g. %q): "+
+			"PEFT 0.10 does not save them (it looks for \"<layer>.bias\", the parameter is \"<layer>.base_layer.bias\"); "+
+			"the base model's biases are used", path, len(lostBias), firstKey(lostBias)))
+	}
 	for _, np := range want {
 		info, _, ok := set.Info(np.Name)
+		if !ok && lostBias[np.Name] {
+			continue
+		}
 		if !ok {
 			return fmt.Errorf("peft: %s: missing tensor %q", path, np.Name)
 		}
