@@ -29,7 +29,7 @@ type GenerationConfig struct {
 	// MaxLength caps prompt + generated tokens (HF: max_length, default 20);
 	// MaxNewTokens, when set, replaces it with prompt length + MaxNewTokens.
 	MaxLength    int `json:"max_length"`
-	MaxNewTokens int `json:"max_new_tokens"`
+	MaxNewTokens int `json:"max_new_tokens,omitempty"` // 0 (unset) is left out: an explicit 0 is refused
 	// MinLength (prompt included) and MinNewTokens keep the eos tokens'
 	// scores at -inf until the sequence is that long.
 	MinLength    int `json:"min_length"`
@@ -39,7 +39,7 @@ type GenerationConfig struct {
 	// its argmax (or, with beams, samples the beam candidates).
 	DoSample bool `json:"do_sample"`
 	// Temperature divides the logits before sampling.
-	Temperature float64 `json:"temperature"`
+	Temperature float64 `json:"temperature,omitempty"` // 0 (unset) is left out
 	// TopK keeps the K most likely tokens (ties with the K-th kept); 0 keeps all.
 	TopK int `json:"top_k"`
 	// TopP keeps the smallest set of most likely tokens whose probability
@@ -47,7 +47,7 @@ type GenerationConfig struct {
 	TopP float64 `json:"top_p"`
 	// RepetitionPenalty divides the positive and multiplies the negative
 	// scores of every token already in the sequence (prompt included).
-	RepetitionPenalty float64 `json:"repetition_penalty"`
+	RepetitionPenalty float64 `json:"repetition_penalty,omitempty"` // 0 (unset) is left out
 
 	// EOSTokenID lists the tokens that end a sequence (JSON: one id or a list).
 	EOSTokenID TokenIDs `json:"eos_token_id"`
@@ -258,7 +258,7 @@ func (c *GenerationConfig) setField(name string, v json.RawMessage) error {
 	case "num_return_sequences":
 		return intInto(&c.NumReturnSequences, d.NumReturnSequences)
 	case "temperature":
-		return floatInto(&c.Temperature, d.Temperature, 0)
+		return floatInto(&c.Temperature, d.Temperature, d.Temperature) // 0 (refused with sampling, see update) reads as the default
 	case "top_p":
 		return floatInto(&c.TopP, d.TopP, tiny)
 	case "repetition_penalty":
