@@ -116,7 +116,7 @@ func syncDir(dir string) {
 }
 
 // cleanCheckpoints repairs what a killed saveCheckpoint left in dir:
-// temporary folders are removed; a checkpoint moved aside is put back when
+// temporary folders (and metrics.jsonl's temp files) are removed; a checkpoint moved aside is put back when
 // its replacement never arrived, removed otherwise. Called before each
 // save and resume (dir must not be shared by two running trainers).
 func cleanCheckpoints(dir string) {
@@ -127,7 +127,7 @@ func cleanCheckpoints(dir string) {
 	for _, e := range entries {
 		n := e.Name()
 		switch {
-		case strings.HasPrefix(n, ".tmp-"+checkpointPfx):
+		case strings.HasPrefix(n, ".tmp-"+checkpointPfx), strings.HasPrefix(n, "."+MetricsFile+".tmp"):
 			os.RemoveAll(filepath.Join(dir, n))
 		case strings.HasPrefix(n, asidePfx+checkpointPfx):
 			final := filepath.Join(dir, strings.TrimPrefix(n, asidePfx))

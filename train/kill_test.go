@@ -110,6 +110,7 @@ func TestCheckpointAsideState(t *testing.T) {
 	c2 := filepath.Join(out, "checkpoint-2")
 	require.NoError(t, os.Rename(c2, filepath.Join(out, ".old-checkpoint-2")))
 	require.NoError(t, os.Mkdir(filepath.Join(out, ".tmp-checkpoint-123"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(out, ".metrics.jsonl.tmp456"), nil, 0o644))
 	latest, err := LatestCheckpoint(out)
 	require.NoError(t, err)
 	require.Equal(t, filepath.Join(out, ".old-checkpoint-2"), latest)
@@ -118,8 +119,10 @@ func TestCheckpointAsideState(t *testing.T) {
 	latest, err = LatestCheckpoint(out)
 	require.NoError(t, err)
 	require.Equal(t, c2, latest)
-	_, err = os.Stat(filepath.Join(out, ".tmp-checkpoint-123"))
-	require.ErrorIs(t, err, os.ErrNotExist)
+	for _, f := range []string{".tmp-checkpoint-123", ".metrics.jsonl.tmp456"} {
+		_, err = os.Stat(filepath.Join(out, f))
+		require.ErrorIs(t, err, os.ErrNotExist, f)
+	}
 	// a second run into the same folder saves over checkpoint-1 and -2
 	// (moved aside, replaced, removed): one folder of each step is left
 	fit(t, tinyLoRA(t, 0, 1), Config{LR: 1e-3, BatchSize: 2, MaxSteps: 2, Seed: 1, SaveSteps: 1, OutputDir: out}, 4, 0)
