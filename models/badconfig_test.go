@@ -60,6 +60,17 @@ func TestBadModelConfigRefused(t *testing.T) {
 			}
 			_, err := ld(withConfig(t, name, map[string]any{eps[name]: -1e-5}))
 			require.ErrorContains(t, err, eps[name])
+			// a hidden size of 10^9 allocated LayerNorm weights before the
+			// shapes were compared; now the embedding's header is checked first
+			for _, set := range []map[string]any{{"hidden_size": 1e9, "n_embd": 1e9}, {"vocab_size": 1 << 40}} {
+				var before runtime.MemStats
+				runtime.ReadMemStats(&before)
+				_, err := ld(withConfig(t, name, set))
+				require.ErrorContains(t, err, "the checkpoint has", "%v", set)
+				var after runtime.MemStats
+				runtime.ReadMemStats(&after)
+				require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(64<<20))
+			}
 		})
 	}
 	for field, v := range map[string]any{"head_dim": -8, "rope_theta": -1, "max_position_embeddings": -5} {

@@ -335,3 +335,23 @@ func CheckLayerCount(set *safetensors.Set, field string, want int64) error {
 	}
 	return nil
 }
+
+// CheckEmbedding compares config.json's vocabulary and hidden sizes with
+// the shape of the checkpoint's token embedding (the key suffix, with any
+// prefix) before the family builds anything: a hidden size of 10^9 would
+// otherwise allocate its LayerNorm weights first. A checkpoint without
+// the key is left to the load's own "missing tensor" error.
+func CheckEmbedding(set *safetensors.Set, suffix string, vocab, hidden int64, vocabField, hiddenField string) error {
+	for _, k := range set.Names() {
+		if k != suffix && !strings.HasSuffix(k, "."+suffix) {
+			continue
+		}
+		info, _, _ := set.Info(k)
+		if len(info.Shape) != 2 || info.Shape[0] != vocab || info.Shape[1] != hidden {
+			return fmt.Errorf("config.json's %q %d and %q %d want %q of shape [%d %d], the checkpoint has %v",
+				vocabField, vocab, hiddenField, hidden, k, vocab, hidden, info.Shape)
+		}
+		return nil
+	}
+	return nil
+}

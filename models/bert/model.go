@@ -386,6 +386,9 @@ func preflight(dir string, cfg *Config) error {
 	if err := models.CheckLayerCount(set, "num_hidden_layers", cfg.NumHiddenLayers); err != nil {
 		return fmt.Errorf("bert: %s: %w", dir, err)
 	}
+	if err := models.CheckEmbedding(set, "embeddings.word_embeddings.weight", cfg.VocabSize, cfg.HiddenSize, "vocab_size", "hidden_size"); err != nil {
+		return fmt.Errorf("bert: %s: %w", dir, err)
+	}
 	return nil
 }
 

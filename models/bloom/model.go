@@ -133,6 +133,10 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 		wf.Close()
 		return nil, fmt.Errorf("bloom: %s: %w", dir, err)
 	}
+	if err := models.CheckEmbedding(wf.Set, "word_embeddings.weight", cfg.VocabSize, cfg.HiddenSize, "vocab_size", "hidden_size"); err != nil {
+		wf.Close()
+		return nil, fmt.Errorf("bloom: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {

@@ -150,6 +150,10 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 		wf.Close()
 		return nil, fmt.Errorf("gpt2: %s: %w", dir, err)
 	}
+	if err := models.CheckEmbedding(wf.Set, "wte.weight", cfg.VocabSize, cfg.NEmbd, "vocab_size", "n_embd"); err != nil {
+		wf.Close()
+		return nil, fmt.Errorf("gpt2: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {

@@ -135,6 +135,10 @@ func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) 
 		wf.Close()
 		return nil, fmt.Errorf("llama: %s: %w", dir, err)
 	}
+	if err := models.CheckEmbedding(wf.Set, "embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize, "vocab_size", "hidden_size"); err != nil {
+		wf.Close()
+		return nil, fmt.Errorf("llama: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
