@@ -21,7 +21,10 @@ import (
 // filtering (as top_k=0 does in HF); DefaultGenerationConfig and the
 // loaders set HF's default of 50. For length_penalty 0 and top_p 0, which
 // the zero value cannot express, use a tiny positive value such as 1e-300:
-// it acts exactly like 0 (the loaders do this for a 0 in a file).
+// it acts exactly like 0 (the loaders do this for a 0 in a file). The
+// zero of MaxNewTokens, Temperature and RepetitionPenalty can only mean
+// "unset": an explicit 0 in a file or an Update, which HF refuses
+// (temperature only when sampling), is an error there.
 //
 // Per-call overrides are ordinary field assignments on a copy
 // (cfg := loaded; cfg.MaxNewTokens = 16), or Update with HF's JSON names.
