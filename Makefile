@@ -1,5 +1,5 @@
 # gopeft: make demo runs the quickstart, make test runs every test.
-.PHONY: setup test demo bench vet
+.PHONY: setup test demo bench vet fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -13,3 +13,23 @@ demo: setup
 
 bench: setup
 	go run ./bench
+
+# fuzz runs every fuzz target (package:Target) for FUZZTIME each; the seed
+# corpora (fixtures, inline seeds, testdata/fuzz) also run in `make test`.
+FUZZTIME ?= 60s
+FUZZ_TARGETS = \
+	./safetensors:FuzzOpen ./safetensors:FuzzReadIndex \
+	./models/llama:FuzzParseConfig ./models/gpt2:FuzzParseConfig \
+	./models/bloom:FuzzParseConfig ./models/bert:FuzzParseConfig \
+	./lora:FuzzLoRAConfig ./ia3:FuzzIA3Config ./prefix:FuzzPrefixConfig \
+	./adapter:FuzzAdapterConfig ./prompt:FuzzPromptTuningConfig ./prompt:FuzzPTuningConfig \
+	./tokenizer:FuzzTokenizerJSON ./tokenizer:FuzzFromJSON ./tokenizer:FuzzEncode \
+	./data:FuzzReadInstructions ./data:FuzzReadConversations \
+	./generate:FuzzParseGenerationConfig
+
+fuzz: setup
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "== $$pkg $$name ($(FUZZTIME))"; \
+		go test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done

@@ -21,7 +21,10 @@ import (
 // filtering (as top_k=0 does in HF); DefaultGenerationConfig and the
 // loaders set HF's default of 50. For length_penalty 0 and top_p 0, which
 // the zero value cannot express, use a tiny positive value such as 1e-300:
-// it acts exactly like 0 (the loaders do this for a 0 in a file).
+// it acts exactly like 0 (the loaders do this for a 0 in a file). The
+// zero of MaxNewTokens, Temperature and RepetitionPenalty can only mean
+// "unset": an explicit 0 in a file or an Update, which HF refuses
+// (temperature only when sampling), is an error there.
 //
 // Per-call overrides are ordinary field assignments on a copy
 // (cfg := loaded; cfg.MaxNewTokens = 16), or Update with HF's JSON names.
@@ -29,7 +32,7 @@ type GenerationConfig struct {
 	// MaxLength caps prompt + generated tokens (HF: max_length, default 20);
 	// MaxNewTokens, when set, replaces it with prompt length + MaxNewTokens.
 	MaxLength    int `json:"max_length"`
-	MaxNewTokens int `json:"max_new_tokens"`
+	MaxNewTokens int `json:"max_new_tokens,omitempty"` // 0 (unset) is left out: an explicit 0 is refused
 	// MinLength (prompt included) and MinNewTokens keep the eos tokens'
 	// scores at -inf until the sequence is that long.
 	MinLength    int `json:"min_length"`
@@ -39,7 +42,7 @@ type GenerationConfig struct {
 	// its argmax (or, with beams, samples the beam candidates).
 	DoSample bool `json:"do_sample"`
 	// Temperature divides the logits before sampling.
-	Temperature float64 `json:"temperature"`
+	Temperature float64 `json:"temperature,omitempty"` // 0 (unset) is left out
 	// TopK keeps the K most likely tokens (ties with the K-th kept); 0 keeps all.
 	TopK int `json:"top_k"`
 	// TopP keeps the smallest set of most likely tokens whose probability
@@ -47,7 +50,7 @@ type GenerationConfig struct {
 	TopP float64 `json:"top_p"`
 	// RepetitionPenalty divides the positive and multiplies the negative
 	// scores of every token already in the sequence (prompt included).
-	RepetitionPenalty float64 `json:"repetition_penalty"`
+	RepetitionPenalty float64 `json:"repetition_penalty,omitempty"` // 0 (unset) is left out
 
 	// EOSTokenID lists the tokens that end a sequence (JSON: one id or a list).
 	EOSTokenID TokenIDs `json:"eos_token_id"`
@@ -173,6 +176,13 @@ func (c *GenerationConfig) update(data []byte) error {
 			return fmt.Errorf("field %q: %w", name, err)
 		}
 	}
+	// temperature 0 reads as "unset" in the struct: with sampling on, an
+	// explicit 0 in a file is refused as HF refuses it (greedy ignores it)
+	if v, ok := raw["temperature"]; ok && c.DoSample {
+		if f, err := number(v); err == nil && f == 0 {
+			return fmt.Errorf("field \"temperature\": 0 with do_sample: set do_sample false for greedy decoding")
+		}
+	}
 	return nil
 }
 
@@ -233,7 +243,13 @@ func (c *GenerationConfig) setField(name string, v json.RawMessage) error {
 	case "max_length":
 		return intInto(&c.MaxLength, d.MaxLength)
 	case "max_new_tokens":
-		return intInto(&c.MaxNewTokens, 0)
+		if err := intInto(&c.MaxNewTokens, 0); err != nil {
+			return err
+		}
+		if !null && c.MaxNewTokens <= 0 { // HF refuses it; 0 in the struct means "unset"
+			return fmt.Errorf("must be positive, got %d", c.MaxNewTokens)
+		}
+		return nil
 	case "min_length":
 		return intInto(&c.MinLength, 0)
 	case "min_new_tokens":
@@ -245,11 +261,17 @@ func (c *GenerationConfig) setField(name string, v json.RawMessage) error {
 	case "num_return_sequences":
 		return intInto(&c.NumReturnSequences, d.NumReturnSequences)
 	case "temperature":
-		return floatInto(&c.Temperature, d.Temperature, 0)
+		return floatInto(&c.Temperature, d.Temperature, d.Temperature) // 0 (refused with sampling, see update) reads as the default
 	case "top_p":
 		return floatInto(&c.TopP, d.TopP, tiny)
 	case "repetition_penalty":
-		return floatInto(&c.RepetitionPenalty, d.RepetitionPenalty, 0)
+		if err := floatInto(&c.RepetitionPenalty, d.RepetitionPenalty, 0); err != nil {
+			return err
+		}
+		if !null && !(c.RepetitionPenalty > 0) { // HF refuses it; 0 in the struct means "unset"
+			return fmt.Errorf("must be a strictly positive number, got %v", c.RepetitionPenalty)
+		}
+		return nil
 	case "length_penalty":
 		return floatInto(&c.LengthPenalty, d.LengthPenalty, tiny)
 	case "do_sample", "output_scores":

@@ -23,7 +23,6 @@ package ia3
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -171,7 +170,7 @@ func (c *Config) targets(path string) bool {
 		return false
 	}
 	for _, m := range c.ModulesToSave_ {
-		if regexp.MustCompile(`(^|.*\.)` + regexp.QuoteMeta(m) + `($|\..*)`).MatchString(path) {
+		if peft.ComponentMatch(path, m) {
 			return false
 		}
 	}

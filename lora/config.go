@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 
@@ -109,7 +110,50 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	// layers_pattern is a regex (PEFT puts it unescaped into
+	// rf".*\.{layer_pattern}\.(\d+)\."); a bad one is refused here
+	for _, p := range c.LayersPattern {
+		if _, err := layerRegexp(p); err != nil {
+			return fmt.Errorf("field \"layers_pattern\": %q is not a valid regex: %w", p, err)
+		}
+	}
+	for _, m := range []struct {
+		field string
+		om    OrderedMap
+	}{{"rank_pattern", c.RankPattern}, {"alpha_pattern", c.AlphaPattern}} {
+		for _, k := range m.om.Keys {
+			if _, err := patternRegexp(k); err != nil {
+				return fmt.Errorf("field %q: key %q is not a valid regex: %w", m.field, k, err)
+			}
+			v := m.om.Values[k]
+			if math.IsNaN(v) || math.IsInf(v, 0) || (m.field == "rank_pattern" && (v <= 0 || v != math.Trunc(v))) {
+				return fmt.Errorf("field %q: key %q has value %v (want a positive %s)", m.field, k, v, map[bool]string{true: "integer", false: "number"}[m.field == "rank_pattern"])
+			}
+		}
+	}
+	if math.IsNaN(c.LoraDropout) || c.LoraDropout < 0 || c.LoraDropout >= 1 {
+		return fmt.Errorf("field \"lora_dropout\" must be in [0, 1), got %v", c.LoraDropout)
+	}
+	if math.IsNaN(c.LoraAlpha) || math.IsInf(c.LoraAlpha, 0) {
+		return fmt.Errorf("field \"lora_alpha\" must be a finite number, got %v", c.LoraAlpha)
+	}
+	for _, l := range c.LayersToTransform {
+		if l < 0 {
+			return fmt.Errorf("field \"layers_to_transform\": negative layer index %d", l)
+		}
+	}
 	return nil
+}
+
+// layerRegexp is PEFT's layer-index regex for one layers_pattern entry.
+func layerRegexp(p string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^.*?\.` + p + `\.(\d+)\.`)
+}
+
+// patternRegexp is PEFT's match of a rank_pattern/alpha_pattern key
+// (re.match(rf"(.*\.)?({key})$", name)).
+func patternRegexp(k string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^(?:.*\.)?(?:` + k + `)$`)
 }
 
 // defaultKeys are the keys PEFT 0.10 writes for a LoraConfig, with defaults.
@@ -348,7 +392,7 @@ func (m *OrderedMap) UnmarshalJSON(b []byte) error {
 // (PEFT: re.match(rf"(.*\.)?({key})$", name)).
 func (m OrderedMap) Lookup(name string) (float64, bool) {
 	for _, k := range m.Keys {
-		re, err := regexp.Compile(`^(?:.*\.)?(?:` + k + `)$`)
+		re, err := patternRegexp(k)
 		if err == nil && re.MatchString(name) {
 			return m.Values[k], true
 		}

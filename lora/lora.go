@@ -185,7 +185,7 @@ func (c *Config) targets(path string) bool {
 		return false
 	}
 	for _, m := range c.ModulesToSave_ {
-		if regexp.MustCompile(`(^|.*\.)` + regexp.QuoteMeta(m) + `($|\..*)`).MatchString(path) {
+		if peft.ComponentMatch(path, m) {
 			return false
 		}
 	}
@@ -220,14 +220,21 @@ func matchTargets(t Targets, path string) bool {
 	return false
 }
 
+// anyLayer is PEFT's default layer-index regex (a constant pattern).
+var anyLayer = regexp.MustCompile(`^.*?\.[^.]*\.(\d+)\.`)
+
 // layerIndex extracts the layer number from a module path as PEFT does.
 func layerIndex(path string, patterns []string) (int, bool) {
 	var res []*regexp.Regexp
 	if len(patterns) == 0 {
-		res = append(res, regexp.MustCompile(`^.*?\.[^.]*\.(\d+)\.`))
+		res = append(res, anyLayer)
 	}
 	for _, p := range patterns {
-		res = append(res, regexp.MustCompile(`^.*?\.`+p+`\.(\d+)\.`))
+		re, err := layerRegexp(p) // Validate refused a bad one; a Config built in Go may skip it
+		if err != nil {
+			return 0, false
+		}
+		res = append(res, re)
 	}
 	for _, re := range res {
 		if m := re.FindStringSubmatch(path); m != nil {

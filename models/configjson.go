@@ -1,6 +1,10 @@
 package models
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+)
 
 // ConfigFields is what a model config writes to config.json: raw (the file
 // as read, so fields this library does not model survive) updated with
@@ -35,4 +39,14 @@ func RenderConfig(out map[string]any, architecture string) ([]byte, error) {
 		out["torch_dtype"] = "float32"
 	}
 	return json.MarshalIndent(out, "", "  ")
+}
+
+// CheckPositive refuses a float field of config.json that is not a
+// positive finite number (epsilons, rope_theta: a negative epsilon gives
+// NaN outputs).
+func CheckPositive(field string, v float64) error {
+	if !(v > 0) || math.IsInf(v, 0) {
+		return fmt.Errorf("field %q must be a positive number, got %g", field, v)
+	}
+	return nil
 }

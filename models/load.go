@@ -3,6 +3,8 @@ package models
 import (
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/gopeft/peft/internal/tensor"
@@ -302,4 +304,54 @@ func (b *Batch) ToDevice(s *tensor.Scope, d tensor.Device) {
 			*p = s.ToDevice(*p, d)
 		}
 	}
+}
+
+// layerKey finds the layer index of a checkpoint key: the number after a
+// "layers" (LLaMA), "h" (GPT-2, BLOOM) or "layer" (BERT) component. A
+// constant pattern: MustCompile cannot fail.
+var layerKey = regexp.MustCompile(`(?:^|\.)(?:layers|h|layer)\.(\d+)\.`)
+
+// CheckLayerCount compares config.json's layer count (field, want) with
+// the checkpoint's headers before the family builds anything, so that an
+// absurd count is an error and not an allocation of its skeleton.
+func CheckLayerCount(set *safetensors.Set, field string, want int64) error {
+	seen := map[int64]bool{}
+	for _, k := range set.Names() {
+		if m := layerKey.FindStringSubmatch(k); m != nil {
+			n, err := strconv.ParseInt(m[1], 10, 64)
+			if err != nil {
+				return fmt.Errorf("tensor %q: layer index %s: %w", k, m[1], err)
+			}
+			seen[n] = true
+		}
+	}
+	if int64(len(seen)) != want {
+		return fmt.Errorf("config.json's %q is %d, the checkpoint has %d layers", field, want, len(seen))
+	}
+	for i := int64(0); i < want; i++ {
+		if !seen[i] {
+			return fmt.Errorf("config.json's %q is %d, the checkpoint has no layer %d", field, want, i)
+		}
+	}
+	return nil
+}
+
+// CheckEmbedding compares config.json's vocabulary and hidden sizes with
+// the shape of the checkpoint's token embedding (the key suffix, with any
+// prefix) before the family builds anything: a hidden size of 10^9 would
+// otherwise allocate its LayerNorm weights first. A checkpoint without
+// the key is left to the load's own "missing tensor" error.
+func CheckEmbedding(set *safetensors.Set, suffix string, vocab, hidden int64, vocabField, hiddenField string) error {
+	for _, k := range set.Names() {
+		if k != suffix && !strings.HasSuffix(k, "."+suffix) {
+			continue
+		}
+		info, _, _ := set.Info(k)
+		if len(info.Shape) != 2 || info.Shape[0] != vocab || info.Shape[1] != hidden {
+			return fmt.Errorf("config.json's %q %d and %q %d want %q of shape [%d %d], the checkpoint has %v",
+				vocabField, vocab, hiddenField, hidden, k, vocab, hidden, info.Shape)
+		}
+		return nil
+	}
+	return nil
 }

@@ -102,6 +102,15 @@ func (c *Cache) Len() int64 {
 	return c.Layers[0].K.Size(2)
 }
 
+// CheckLayers refuses a non-empty cache made for a model with another
+// number of layers (it would index past its end).
+func (c *Cache) CheckLayers(n int) error {
+	if c == nil || len(c.Layers) == 0 || len(c.Layers) == n {
+		return nil
+	}
+	return fmt.Errorf("past_key_values: %d layers, the model has %d", len(c.Layers), n)
+}
+
 // Free releases the cached tensors.
 func (c *Cache) Free() {
 	if c == nil {

@@ -99,6 +99,12 @@ func tensorFromFile(s *tensor.Scope, set *safetensors.Set, key string, dt tensor
 	if !ok {
 		return nil, false, fmt.Errorf("%s: tensor %q: unsupported dtype %q", f.Path(), key, info.DType)
 	}
+	// the kind must match (the rule of LoadStateMapped): floating-point
+	// data for a floating-point dtype, the same dtype otherwise; integer
+	// data is never converted into weights
+	if dt != 0 && (isFloat(dt) != isFloat(src) || (!isFloat(dt) && src != dt)) {
+		return nil, false, fmt.Errorf("%s: tensor %q has dtype %s, want %s", f.Path(), key, info.DType, kindName(dt))
+	}
 	data, err := set.Data(key)
 	if err != nil {
 		return nil, false, err
@@ -259,6 +265,13 @@ func setName(set *safetensors.Set) string {
 		names[i] = f.Path()
 	}
 	return strings.Join(names, ", ")
+}
+
+func kindName(dt tensor.DType) string {
+	if isFloat(dt) {
+		return "floating-point data"
+	}
+	return dt.String()
 }
 
 // IsFloat reports whether d is a floating-point dtype.

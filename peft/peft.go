@@ -14,6 +14,7 @@ package peft
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/gopeft/peft/nn"
 )
@@ -74,4 +75,25 @@ func Commas(n int64) string {
 		s = "-" + s
 	}
 	return s
+}
+
+// ComponentMatch reports whether name occurs in path as whole dotted
+// components (PEFT's re.search(rf"(^|.*\.){name}($|\..*)") with name
+// escaped): preceded by the start or ".", followed by the end or ".".
+func ComponentMatch(path, name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i+len(name) <= len(path); i++ {
+		j := strings.Index(path[i:], name)
+		if j < 0 {
+			return false
+		}
+		i += j
+		end := i + len(name)
+		if (i == 0 || path[i-1] == '.') && (end == len(path) || path[end] == '.') {
+			return true
+		}
+	}
+	return false
 }

@@ -3,12 +3,12 @@ package peft
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/safetensors"
 )
 
 // Config is what every method's configuration provides. Methods live in
@@ -64,12 +64,19 @@ func Registered() []PeftType {
 }
 
 // ReadConfig reads dir/adapter_config.json with the decoder registered for
-// its peft_type.
+// its peft_type. When dir/adapter_model.safetensors was written by Save
+// and says it replaced the config still in the folder (a save was stopped
+// between its two renames), the config saved with the weights is read
+// instead, so the config always matches the weights beside it.
 func ReadConfig(dir string) (Config, error) {
-	path := filepath.Join(dir, ConfigName)
-	data, err := os.ReadFile(path)
+	var f *safetensors.File
+	if w, err := safetensors.Open(filepath.Join(dir, WeightsName)); err == nil {
+		defer w.Close()
+		f = w
+	}
+	data, path, err := configFor(dir, f)
 	if err != nil {
-		return nil, fmt.Errorf("peft: %w", err)
+		return nil, err
 	}
 	return ParseConfig(path, data)
 }

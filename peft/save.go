@@ -1,10 +1,14 @@
 package peft
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/gopeft/peft/internal/fsutil"
 	"github.com/gopeft/peft/internal/tensor"
@@ -64,10 +68,95 @@ func (m *Model) SaveAdapter(dir, name string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("peft: %w", err)
 	}
-	if err := safetensors.Write(filepath.Join(dir, WeightsName), tensors, map[string]string{"format": "pt"}); err != nil {
+	CleanTemp(dir)
+	js = append(js, '\n')
+	// The switch from the old adapter to the new one (see ReadConfig): the
+	// weights file carries the new config and the hashes of the new and the
+	// old adapter_config.json, and is renamed into place first; the config
+	// is renamed second. A reader that finds the new weights beside the old
+	// config takes the config from the weights, so it sees the old adapter
+	// or the new one, never half of each.
+	meta := map[string]string{"format": "pt", MetaConfig: string(js), MetaConfigHash: hashHex(js)}
+	if old, err := os.ReadFile(filepath.Join(dir, ConfigName)); err == nil {
+		meta[MetaPrevConfigHash] = hashHex(old)
+	} else if errors.Is(err, os.ErrNotExist) {
+		meta[MetaPrevConfigHash] = "none"
+	} else {
 		return fmt.Errorf("peft: %w", err)
 	}
-	return fsutil.WriteFileAtomic(filepath.Join(dir, ConfigName), append(js, '\n'))
+	if err := safetensors.Write(filepath.Join(dir, WeightsName), tensors, meta); err != nil {
+		return fmt.Errorf("peft: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, ConfigName), js); err != nil {
+		return fmt.Errorf("peft: %w", err)
+	}
+	return nil
+}
+
+// Metadata keys of adapter_model.safetensors written by SaveAdapter (PEFT
+// reads only "format" and ignores the others).
+const (
+	MetaConfig         = "gopeft.adapter_config"         // the adapter_config.json saved with these weights
+	MetaConfigHash     = "gopeft.adapter_config_sha256"  // its SHA-256
+	MetaPrevConfigHash = "gopeft.previous_config_sha256" // the SHA-256 of the config these weights replaced ("none": there was none)
+)
+
+func hashHex(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// CleanTemp removes the temporary files a killed save left in dir (the
+// ".<name>.tmp*" files of the atomic writers of the adapter's two files).
+// A save into dir calls it first, so dir must not be saved into by two
+// writers at once.
+func CleanTemp(dir string) {
+	for _, pat := range []string{"." + ConfigName + ".tmp*", "." + WeightsName + ".tmp-*"} {
+		leftovers, _ := filepath.Glob(filepath.Join(globEscape(dir), pat))
+		for _, f := range leftovers {
+			os.Remove(f)
+		}
+	}
+}
+
+func globEscape(p string) string {
+	var b strings.Builder
+	for _, r := range p {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// configFor returns the adapter_config.json that belongs to the weights
+// file f opened from dir, and the path to name in errors: normally the
+// folder's file; the config stored in f when f says it replaced exactly
+// the folder's config (a save was interrupted between its two renames, or
+// a reader raced it); the folder's file when the hashes say someone edited
+// it since (an edit wins over the copy in the weights).
+func configFor(dir string, f *safetensors.File) (data []byte, path string, err error) {
+	path = filepath.Join(dir, ConfigName)
+	data, err = os.ReadFile(path)
+	missing := errors.Is(err, os.ErrNotExist)
+	if err != nil && !missing {
+		return nil, path, fmt.Errorf("peft: %w", err)
+	}
+	if f != nil {
+		meta := f.Metadata()
+		embedded, has := meta[MetaConfig]
+		if has && hashHex([]byte(embedded)) == meta[MetaConfigHash] {
+			prev := meta[MetaPrevConfigHash]
+			if (missing && prev == "none") || (!missing && hashHex(data) == prev) {
+				return []byte(embedded), filepath.Join(dir, WeightsName) + " (metadata " + MetaConfig + ")", nil
+			}
+		}
+	}
+	if missing {
+		return nil, path, fmt.Errorf("peft: %w", err)
+	}
+	return data, path, nil
 }
 
 // AdapterStateDict lists what PEFT saves for adapter name, under the file's
@@ -108,6 +197,20 @@ func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
 	return out, nil
 }
 
+// Warn receives the library's warnings (a loaded adapter that differs from
+// what its config says, in a way the library can make up for); by default
+// they go to standard error. Replace it to log them elsewhere.
+var Warn = func(msg string) { fmt.Fprintln(os.Stderr, "peft: warning: "+msg) }
+
+func firstKey(m map[string]bool) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys[0]
+}
+
 // LoadOptions controls Load and LoadAdapter.
 type LoadOptions struct {
 	// Trainable keeps the loaded adapter trainable (PEFT's is_trainable);
@@ -120,41 +223,56 @@ type LoadOptions struct {
 // Load wraps base with the adapter saved in dir (any registered method,
 // chosen by adapter_config.json's peft_type) as "default".
 func Load(base models.Model, dir string, opts ...LoadOptions) (*Model, error) {
-	cfg, err := ReadConfig(dir)
+	set, cfg, err := openAdapter(dir)
 	if err != nil {
 		return nil, err
 	}
+	defer set.Close()
 	if err := nn.Freeze(base); err != nil {
 		return nil, err
 	}
 	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}, task: cfg.TaskType()}
-	if err := m.loadAdapter(dir, DefaultAdapter, cfg, opts...); err != nil {
+	if err := m.loadAdapter(set, dir, DefaultAdapter, cfg, opts...); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
+// openAdapter opens dir's weights once and returns them with the config
+// that belongs to them (configFor).
+func openAdapter(dir string) (*safetensors.Set, Config, error) {
+	set, err := safetensors.OpenFiles(filepath.Join(dir, WeightsName))
+	if err != nil {
+		return nil, nil, fmt.Errorf("peft: %w", err)
+	}
+	data, path, err := configFor(dir, set.Files()[0])
+	if err == nil {
+		var cfg Config
+		if cfg, err = ParseConfig(path, data); err == nil {
+			return set, cfg, nil
+		}
+	}
+	set.Close()
+	return nil, nil, err
+}
+
 // LoadAdapter adds the adapter saved in dir under name (not activated
 // unless it is the only one).
 func (m *Model) LoadAdapter(dir, name string, opts ...LoadOptions) error {
-	cfg, err := ReadConfig(dir)
+	set, cfg, err := openAdapter(dir)
 	if err != nil {
 		return err
 	}
-	return m.loadAdapter(dir, name, cfg, opts...)
+	defer set.Close()
+	return m.loadAdapter(set, dir, name, cfg, opts...)
 }
 
-func (m *Model) loadAdapter(dir, name string, cfg Config, opts ...LoadOptions) error {
+func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, opts ...LoadOptions) error {
 	var opt LoadOptions
 	if len(opts) > 0 {
 		opt = opts[0]
 	}
 	path := filepath.Join(dir, WeightsName)
-	set, err := safetensors.OpenFiles(path)
-	if err != nil {
-		return fmt.Errorf("peft: %w", err)
-	}
-	defer set.Close()
 	if err := m.addAdapter(name, cfg, true); err != nil {
 		return err
 	}
@@ -204,8 +322,30 @@ func (m *Model) fill(set *safetensors.Set, path, name string) error {
 		baseByName[KeyPrefix+np.Name] = np.Param
 	}
 	plan := map[string]*nn.Param{}
+	// PEFT 0.10 saves no bias under bias="lora_only" (it looks for
+	// "<layer>.bias", the parameter is "<layer>.base_layer.bias"): such an
+	// adapter loads with the base's biases, and a warning says so
+	lostBias := map[string]bool{}
+	if b, ok := m.configs[name].(BiasConfig); ok && b.BiasMode() == "lora_only" {
+		for _, np := range m.biasParams(m.configs[name]) {
+			if _, _, ok := set.Info(stateKeyPrefix(m.configs[name]) + np.Name); !ok {
+				lostBias[stateKeyPrefix(m.configs[name])+np.Name] = true
+			}
+		}
+		if len(lostBias) > 0 && len(lostBias) < len(m.biasParams(m.configs[name])) {
+			lostBias = map[string]bool{} // some saved, some not: not PEFT's bug, a damaged file
+		}
+	}
+	if len(lostBias) > 0 {
+		Warn(fmt.Sprintf("%s: bias=\"lora_only\" but no bias tensor is saved (%d missing, e.g. %q): "+
+			"PEFT 0.10 does not save them (it looks for \"<layer>.bias\", the parameter is \"<layer>.base_layer.bias\"); "+
+			"the base model's biases are used", path, len(lostBias), firstKey(lostBias)))
+	}
 	for _, np := range want {
 		info, _, ok := set.Info(np.Name)
+		if !ok && lostBias[np.Name] {
+			continue
+		}
 		if !ok {
 			return fmt.Errorf("peft: %s: missing tensor %q", path, np.Name)
 		}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/gopeft/peft/internal/tensor"
@@ -53,7 +54,11 @@ func TestCreatedAdapterHasPEFTsFormat(t *testing.T) {
 			gi, _, _ := got.Info(peft.PromptEmbeddingsKey)
 			require.Equal(t, wi.Shape, gi.Shape)
 			require.Equal(t, wi.DType, gi.DType)
-			require.Equal(t, map[string]string{"format": "pt"}, got.Files()[0].Metadata())
+			meta := got.Files()[0].Metadata()
+			require.Equal(t, "pt", meta["format"])
+			for k := range meta { // besides PEFT's "format", only the keys of the atomic switch (peft.MetaConfig…)
+				require.True(t, k == "format" || strings.HasPrefix(k, "gopeft."), k)
+			}
 
 			wc := readJSON(t, filepath.Join(py, peft.ConfigName))
 			gc := readJSON(t, filepath.Join(dir, peft.ConfigName))

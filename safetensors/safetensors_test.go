@@ -681,3 +681,12 @@ func TestDTypeSize(t *testing.T) {
 	}
 	require.True(t, strings.EqualFold(string(Bool), "bool"))
 }
+
+// Issue #19 item 8: Write's file gets mode 0644, not its temp file's 0600.
+func TestWriteMode(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.safetensors")
+	require.NoError(t, Write(p, []Tensor{{Name: "a", DType: "F32", Shape: []int64{1}, Data: make([]byte, 4)}}, nil))
+	st, err := os.Stat(p)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+}

@@ -1145,6 +1145,10 @@ func parseTruncation(top *obj) (*Truncation, error) {
 	return t, nil
 }
 
+// MaxPadLength bounds the fixed padding length and pad_to_multiple_of of
+// a tokenizer.json (4Mi tokens, beyond any model's context window).
+const MaxPadLength = 1 << 22
+
 func parsePadding(top *obj) (*Padding, error) {
 	o, err := parseObj("padding", top.m["padding"])
 	if err != nil || o == nil {
@@ -1175,6 +1179,14 @@ func parsePadding(top *obj) (*Padding, error) {
 	}
 	if p.PadToMultipleOf, err = o.integer("pad_to_multiple_of", 0); err != nil {
 		return nil, err
+	}
+	// every encoding is padded to these lengths: a file may not make each
+	// Encode allocate gigabytes
+	if p.Length > MaxPadLength {
+		return nil, ferr(o.f("strategy"), "padding to %d tokens is more than the %d this library allows", p.Length, MaxPadLength)
+	}
+	if p.PadToMultipleOf > MaxPadLength {
+		return nil, ferr(o.f("pad_to_multiple_of"), "padding to a multiple of %d tokens is more than the %d this library allows", p.PadToMultipleOf, MaxPadLength)
 	}
 	if p.PadID, err = o.integer("pad_id", 0); err != nil {
 		return nil, err

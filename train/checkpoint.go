@@ -50,6 +50,7 @@ func (t *Trainer) saveCheckpoint() error {
 	if err := os.MkdirAll(t.cfg.OutputDir, 0o755); err != nil {
 		return fmt.Errorf("train: checkpoint: %w", err)
 	}
+	cleanCheckpoints(t.cfg.OutputDir)
 	tmp, err := os.MkdirTemp(t.cfg.OutputDir, ".tmp-"+checkpointPfx)
 	if err != nil {
 		return fmt.Errorf("train: checkpoint: %w", err)
@@ -79,13 +80,64 @@ func (t *Trainer) saveCheckpoint() error {
 	if err := fsutil.WriteFileAtomic(filepath.Join(tmp, StateFile), append(js, '\n')); err != nil {
 		return fmt.Errorf("train: checkpoint: %w", err)
 	}
-	if err := os.RemoveAll(final); err != nil {
-		return fmt.Errorf("train: checkpoint: %w", err)
+	// A checkpoint of the same step already there (a resumed run saving
+	// its step again) is moved aside first, not deleted, so a kill between
+	// the renames leaves the old one to find (LatestCheckpoint) and restore
+	// (cleanCheckpoints).
+	aside := ""
+	if _, err := os.Stat(final); err == nil {
+		aside = filepath.Join(t.cfg.OutputDir, asidePfx+filepath.Base(final))
+		if err := os.RemoveAll(aside); err != nil {
+			return fmt.Errorf("train: checkpoint: %w", err)
+		}
+		if err := os.Rename(final, aside); err != nil {
+			return fmt.Errorf("train: checkpoint: %w", err)
+		}
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("train: checkpoint: %w", err)
 	}
+	syncDir(t.cfg.OutputDir)
+	if aside != "" {
+		os.RemoveAll(aside)
+	}
 	return nil
+}
+
+// asidePfx names a checkpoint moved aside while a new one of the same step
+// is renamed into place.
+const asidePfx = ".old-"
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// cleanCheckpoints repairs what a killed saveCheckpoint left in dir:
+// temporary folders (and metrics.jsonl's temp files) are removed; a checkpoint moved aside is put back when
+// its replacement never arrived, removed otherwise. Called before each
+// save and resume (dir must not be shared by two running trainers).
+func cleanCheckpoints(dir string) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		n := e.Name()
+		switch {
+		case strings.HasPrefix(n, ".tmp-"+checkpointPfx), strings.HasPrefix(n, "."+MetricsFile+".tmp"):
+			os.RemoveAll(filepath.Join(dir, n))
+		case strings.HasPrefix(n, asidePfx+checkpointPfx):
+			final := filepath.Join(dir, strings.TrimPrefix(n, asidePfx))
+			if _, err := os.Stat(final); err == nil {
+				os.RemoveAll(filepath.Join(dir, n))
+			} else {
+				os.Rename(filepath.Join(dir, n), final)
+			}
+		}
+	}
 }
 
 // LatestCheckpoint is the checkpoint-<step> folder of dir with the
@@ -97,9 +149,17 @@ func LatestCheckpoint(dir string) (string, error) {
 	}
 	best, bestStep := "", -1
 	for _, e := range entries {
-		n, ok := strings.CutPrefix(e.Name(), checkpointPfx)
+		// a checkpoint moved aside counts when a kill stopped its
+		// replacement before the rename (the name without the prefix is absent)
+		name, aside := strings.CutPrefix(e.Name(), asidePfx)
+		n, ok := strings.CutPrefix(name, checkpointPfx)
 		if !ok || !e.IsDir() {
 			continue
+		}
+		if aside {
+			if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				continue
+			}
 		}
 		if step, err := strconv.Atoi(n); err == nil && step > bestStep {
 			best, bestStep = filepath.Join(dir, e.Name()), step
@@ -128,6 +188,9 @@ func ReadState(dir string) (*State, error) {
 // cfg.ResumeFrom for a training set of n samples.
 func (t *Trainer) resume(n int) error {
 	dir := t.cfg.ResumeFrom
+	if t.cfg.OutputDir != "" {
+		cleanCheckpoints(t.cfg.OutputDir)
+	}
 	if dir == "latest" {
 		var err error
 		if dir, err = LatestCheckpoint(t.cfg.OutputDir); err != nil {

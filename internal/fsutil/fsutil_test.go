@@ -21,3 +21,14 @@ func TestWriteFileAtomic(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	require.Len(t, entries, 1)
 }
+
+// Issue #19 item 8: an atomically written file gets mode 0644 (the temp
+// file it is renamed from is created 0600); a missing chmod passed every
+// other test.
+func TestWriteFileAtomicMode(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.json")
+	require.NoError(t, WriteFileAtomic(p, []byte("x")))
+	st, err := os.Stat(p)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o644), st.Mode().Perm())
+}

@@ -147,6 +147,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("field %q must be positive, got %d", f.name, f.v)
 		}
 	}
+	if err := models.CheckPositive("layer_norm_eps", c.LayerNormEps); err != nil {
+		return err
+	}
 	if c.HiddenSize%c.NumAttentionHeads != 0 {
 		return fmt.Errorf("field \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d)", c.HiddenSize, c.NumAttentionHeads)
 	}

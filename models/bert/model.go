@@ -314,6 +314,9 @@ func LoadModel(dir string, lopts ...models.LoadOption) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := preflight(dir, cfg); err != nil {
+		return nil, err
+	}
 	m, err := newBuilt(cfg, 0, false, func(b builder) *Model { return b.model(true) })
 	if err != nil {
 		return nil, err
@@ -331,6 +334,9 @@ func LoadModel(dir string, lopts ...models.LoadOption) (*Model, error) {
 func LoadForSequenceClassification(dir string, opts ...HeadOptions) (*ForSequenceClassification, error) {
 	cfg, err := headConfig(dir, opts)
 	if err != nil {
+		return nil, err
+	}
+	if err := preflight(dir, cfg); err != nil {
 		return nil, err
 	}
 	m, err := newBuilt(cfg, 0, false, func(b builder) *ForSequenceClassification {
@@ -353,6 +359,9 @@ func LoadForTokenClassification(dir string, opts ...HeadOptions) (*ForTokenClass
 	if err != nil {
 		return nil, err
 	}
+	if err := preflight(dir, cfg); err != nil {
+		return nil, err
+	}
 	m, err := newBuilt(cfg, 0, false, func(b builder) *ForTokenClassification {
 		return &ForTokenClassification{Bert: b.model(false), Classifier: b.linear(cfg.HiddenSize, cfg.NumLabels)}
 	})
@@ -363,6 +372,24 @@ func LoadForTokenClassification(dir string, opts ...HeadOptions) (*ForTokenClass
 		return nil, err
 	}
 	return m, nil
+}
+
+// preflight compares config.json with the checkpoint's headers before
+// anything is built (an absurd num_hidden_layers is an error, not an
+// allocation).
+func preflight(dir string, cfg *Config) error {
+	set, err := safetensors.OpenDir(dir)
+	if err != nil {
+		return fmt.Errorf("bert: %w", err)
+	}
+	defer set.Close()
+	if err := models.CheckLayerCount(set, "num_hidden_layers", cfg.NumHiddenLayers); err != nil {
+		return fmt.Errorf("bert: %s: %w", dir, err)
+	}
+	if err := models.CheckEmbedding(set, "embeddings.word_embeddings.weight", cfg.VocabSize, cfg.HiddenSize, "vocab_size", "hidden_size"); err != nil {
+		return fmt.Errorf("bert: %s: %w", dir, err)
+	}
+	return nil
 }
 
 func headConfig(dir string, opts []HeadOptions) (*Config, error) {

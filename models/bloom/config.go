@@ -126,6 +126,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("field %q must be positive, got %d", f.name, f.v)
 		}
 	}
+	if err := models.CheckPositive("layer_norm_epsilon", c.LayerNormEpsilon); err != nil {
+		return err
+	}
 	if c.HiddenSize%c.NHead != 0 {
 		return fmt.Errorf("field \"hidden_size\" (%d) is not a multiple of \"n_head\" (%d)", c.HiddenSize, c.NHead)
 	}

@@ -129,6 +129,14 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bloom: %w", err)
 	}
+	if err := models.CheckLayerCount(wf.Set, "n_layer", cfg.NLayer); err != nil { // before the skeleton is built
+		wf.Close()
+		return nil, fmt.Errorf("bloom: %s: %w", dir, err)
+	}
+	if err := models.CheckEmbedding(wf.Set, "word_embeddings.weight", cfg.VocabSize, cfg.HiddenSize, "vocab_size", "hidden_size"); err != nil {
+		wf.Close()
+		return nil, fmt.Errorf("bloom: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
@@ -299,6 +307,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	mask := causalMask(s, am, B, L, past)
 	if s.Err() != nil {
 		return &models.Output{}
+	}
+	if err := b.PastKeyValues.CheckLayers(m.NumLayers()); err != nil {
+		return &models.Output{Logits: s.Fail(err)}
 	}
 
 	hasPast := b.PastKeyValues.Len() > 0

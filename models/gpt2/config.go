@@ -136,6 +136,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("field %q must be positive, got %d", f.name, f.v)
 		}
 	}
+	if err := models.CheckPositive("layer_norm_epsilon", c.LayerNormEpsilon); err != nil {
+		return err
+	}
 	if c.NEmbd%c.NHead != 0 {
 		return fmt.Errorf("field \"n_embd\" (%d) is not a multiple of \"n_head\" (%d)", c.NEmbd, c.NHead)
 	}

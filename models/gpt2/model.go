@@ -146,6 +146,14 @@ func Load(dir string, lopts ...models.LoadOption) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gpt2: %w", err)
 	}
+	if err := models.CheckLayerCount(wf.Set, "n_layer", cfg.NLayer); err != nil { // before the skeleton is built
+		wf.Close()
+		return nil, fmt.Errorf("gpt2: %s: %w", dir, err)
+	}
+	if err := models.CheckEmbedding(wf.Set, "wte.weight", cfg.VocabSize, cfg.NEmbd, "vocab_size", "n_embd"); err != nil {
+		wf.Close()
+		return nil, fmt.Errorf("gpt2: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
@@ -294,6 +302,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	causal, padding := m.masks(s, b.AttentionMask, x.DType(), B, L, past, prefixLen)
 	if s.Err() != nil {
 		return &models.Output{}
+	}
+	if err := b.PastKeyValues.CheckLayers(m.NumLayers()); err != nil {
+		return &models.Output{Logits: s.Fail(err)}
 	}
 
 	hasPast := b.PastKeyValues.Len() > 0

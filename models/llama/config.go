@@ -114,6 +114,18 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("field %q must be positive, got %d", f.name, f.v)
 		}
 	}
+	if c.HeadDim < 0 {
+		return fmt.Errorf("field \"head_dim\" must be positive (or absent), got %d", c.HeadDim)
+	}
+	if c.MaxPositionEmbeddings < 0 {
+		return fmt.Errorf("field \"max_position_embeddings\" must be positive, got %d", c.MaxPositionEmbeddings)
+	}
+	if err := models.CheckPositive("rms_norm_eps", c.RMSNormEps); err != nil {
+		return err
+	}
+	if err := models.CheckPositive("rope_theta", c.RopeTheta); err != nil {
+		return err
+	}
 	if c.HeadDim == 0 && c.HiddenSize%c.NumAttentionHeads != 0 {
 		return fmt.Errorf("field \"hidden_size\" (%d) is not a multiple of \"num_attention_heads\" (%d)", c.HiddenSize, c.NumAttentionHeads)
 	}

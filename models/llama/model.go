@@ -131,6 +131,14 @@ func load(dir string, step loadStep, lopts []models.LoadOption) (*Model, error) 
 	if err != nil {
 		return nil, fmt.Errorf("llama: %w", err)
 	}
+	if err := models.CheckLayerCount(wf.Set, "num_hidden_layers", cfg.NumHiddenLayers); err != nil { // before the skeleton is built
+		wf.Close()
+		return nil, fmt.Errorf("llama: %s: %w", dir, err)
+	}
+	if err := models.CheckEmbedding(wf.Set, "embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize, "vocab_size", "hidden_size"); err != nil {
+		wf.Close()
+		return nil, fmt.Errorf("llama: %s: %w", dir, err)
+	}
 	set := wf.Set
 	m, err := skeleton(cfg)
 	if err != nil {
@@ -318,12 +326,20 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	pos := b.PositionIDs
 	if pos == nil {
 		pos = s.Unsqueeze(s.Arange(tensor.Int64, past, T), 0)
+	} else if ps := pos.Shape(); len(ps) != 2 || ps[1] != L || (ps[0] != B && ps[0] != 1) {
+		return &models.Output{Logits: s.Failf("position_ids: shape %v, want [%d, %d]", ps, B, L)}
 	}
 	cos, sin := m.rotary(s, pos)
 	if dt := x.DType(); dt != tensor.Float32 { // HF: cos/sin computed in float32, cast to the activations' dtype
 		cos, sin = s.To(cos, dt), s.To(sin, dt)
 	}
 	mask := m.attentionMask(s, b.AttentionMask, B, L, past, prefixLen, x.DType())
+	if s.Err() != nil { // a bad mask or position ids: nothing below may use the nil results
+		return &models.Output{}
+	}
+	if err := b.PastKeyValues.CheckLayers(m.NumLayers()); err != nil {
+		return &models.Output{Logits: s.Fail(err)}
+	}
 
 	hasPast := b.PastKeyValues.Len() > 0 // before the loop starts filling the cache
 	var cache *models.Cache

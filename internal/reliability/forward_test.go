@@ -1,0 +1,54 @@
+package reliability
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/llama"
+	"github.com/gopeft/peft/peft"
+	"github.com/stretchr/testify/require"
+	"github.com/sugarme/gotch/ts"
+
+	_ "github.com/gopeft/peft/ia3"
+	_ "github.com/gopeft/peft/lora"
+	_ "github.com/gopeft/peft/prefix"
+	_ "github.com/gopeft/peft/prompt"
+)
+
+func ids(v []int64, shape ...int64) *ts.Tensor { return ts.MustOfSlice(v).MustView(shape, true) }
+
+// Issue #19 item 2, through the methods: a PEFT model of every kind
+// (LoRA, IA3, prompt tuning, P-tuning, prefix tuning) returns an error, not
+// a panic, for inputs of inconsistent shapes.
+func TestBadInputsThroughEveryMethod(t *testing.T) {
+	fx := filepath.Join("..", "..", "..", "shared", "fixtures", "hf")
+	if _, err := os.Stat(fx); err != nil {
+		t.Skip("fixtures not found")
+	}
+	in := ids([]int64{1, 5, 7, 9, 11, 13}, 2, 3)
+	cases := map[string]models.Inputs{
+		"mask of another length":     {InputIDs: in, AttentionMask: ids([]int64{1, 1, 1, 1}, 2, 2)},
+		"mask of another batch":      {InputIDs: in, AttentionMask: ids([]int64{1, 1, 1}, 1, 3)},
+		"mask of one dimension":      {InputIDs: in, AttentionMask: ids([]int64{1, 1, 1, 1, 1, 1}, 6)},
+		"input ids of one dimension": {InputIDs: ids([]int64{1, 5, 7}, 3)},
+		"labels of another shape":    {InputIDs: in, Labels: ids([]int64{1, 2}, 1, 2)},
+		"no input":                   {},
+	}
+	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj"} {
+		t.Run(adapter, func(t *testing.T) {
+			base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
+			require.NoError(t, err)
+			defer base.Free()
+			m, err := peft.Load(base, filepath.Join(fx, "adapters", "llama-tiny", adapter))
+			require.NoError(t, err)
+			for what, c := range cases {
+				require.NotPanics(t, func() {
+					_, err := m.Forward(c)
+					require.Error(t, err, what)
+				}, what)
+			}
+		})
+	}
+}

@@ -1,0 +1,71 @@
+package models_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/bert"
+	"github.com/gopeft/peft/models/bloom"
+	"github.com/gopeft/peft/models/gpt2"
+	"github.com/gopeft/peft/models/llama"
+	"github.com/stretchr/testify/require"
+	"github.com/sugarme/gotch/ts"
+)
+
+func fixture(t *testing.T, name string) string {
+	dir := filepath.Join("..", "..", "shared", "fixtures", "hf", name)
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("fixtures not found: %v", err)
+	}
+	return dir
+}
+
+func ids(v []int64, shape ...int64) *ts.Tensor {
+	return ts.MustOfSlice(v).MustView(shape, true)
+}
+
+func familyLoaders() map[string]func(dir string) (models.Model, error) {
+	return map[string]func(dir string) (models.Model, error){
+		"llama-tiny": func(d string) (models.Model, error) { return llama.Load(d) },
+		"gpt2-tiny":  func(d string) (models.Model, error) { return gpt2.Load(d) },
+		"bloom-tiny": func(d string) (models.Model, error) { return bloom.Load(d) },
+		"bert-tiny":  func(d string) (models.Model, error) { return bert.Load(d) },
+	}
+}
+
+// Issue #19 item 2: every family's forward checks its scope's error before
+// using a result, so inputs of inconsistent shapes give an error, never a
+// panic (LLaMA used to index out of range on a mask of another shape).
+func TestBadInputsGiveErrorsInEveryFamily(t *testing.T) {
+	load := familyLoaders()
+	for name, ld := range load {
+		t.Run(name, func(t *testing.T) {
+			m, err := ld(fixture(t, name))
+			require.NoError(t, err)
+			in := ids([]int64{1, 5, 7, 9, 11, 13}, 2, 3)
+			cases := map[string]models.Inputs{
+				"mask of another length":     {InputIDs: in, AttentionMask: ids([]int64{1, 1, 1, 1}, 2, 2)},
+				"mask of another batch":      {InputIDs: in, AttentionMask: ids([]int64{1, 1, 1}, 1, 3)},
+				"mask of one dimension":      {InputIDs: in, AttentionMask: ids([]int64{1, 1, 1, 1, 1, 1}, 6)},
+				"position ids of one row":    {InputIDs: in, PositionIDs: ids([]int64{0, 1}, 1, 2)},
+				"input ids of one dimension": {InputIDs: ids([]int64{1, 5, 7}, 3)},
+				"no input":                   {},
+			}
+			if name == "bloom-tiny" { // ALiBi: BLOOM takes no position ids (HF ignores them)
+				delete(cases, "position ids of one row")
+			}
+			if name != "bert-tiny" {
+				cases["cache of another model"] = models.Inputs{InputIDs: in, PastKeyValues: &models.Cache{Layers: make([]models.KV, 7)}}
+			}
+			for what, c := range cases {
+				require.NotPanics(t, func() {
+					out, err := m.Forward(c)
+					require.Error(t, err, what)
+					require.Nil(t, out, what)
+				}, what)
+			}
+		})
+	}
+}
