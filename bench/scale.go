@@ -295,9 +295,9 @@ func ckptStep(model models.Model, opt *train.AdamW, o options, step int, vocab i
 	}
 	loss := s.Keep(out.Loss)
 	defer loss.Free()
-	// The scope keeps its handles through backward, as train.Trainer does
-	// with checkpointing: the layers' recomputation reads the rotary
-	// tables and the mask made in this scope.
+	// As train.Trainer does: the forward's scope is freed before backward
+	// (the checkpoint holds what the layers' recomputation reads).
+	s.FreeAll()
 	ck.Backward(s, loss)
 	if err := s.Err(); err != nil {
 		return 0, 0, err

@@ -364,13 +364,12 @@ func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (flo
 			l := s.Item(out.Loss)
 			scaled := s.Keep(s.MulScalar(out.Loss, w))
 			defer scaled.Free()
-			if mb.Checkpoint == nil {
-				// The autograd graph holds what backward needs; releasing the
-				// scope's handles lets backward free each activation once
-				// used, as PyTorch does (BENCHMARKS.md: peak RSS of training
-				// steps on the benchmark config).
-				s.FreeAll()
-			}
+			// The autograd graph holds what backward needs, and a checkpoint
+			// what its recomputation reads (the layers' inputs and side
+			// tensors): releasing the scope's handles lets backward free
+			// each activation once used, as PyTorch does (BENCHMARKS.md:
+			// peak RSS of training steps on the benchmark config).
+			s.FreeAll()
 			mb.Checkpoint.Backward(s, scaled)
 			if err := s.Err(); err != nil {
 				return err

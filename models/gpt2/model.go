@@ -326,7 +326,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		mark := s.Mark()
 		x = ckpt.Layer(s, block, x, func(s *tensor.Scope, x *tensor.T) *tensor.T {
 			return m.block(s, i, block, x, causal, padding, pastKV, prefix, newKV)
-		}, prefix.Tensors()...)
+		}, append([]*tensor.T{causal, padding}, prefix.Tensors()...)...)
 		if s.Err() != nil {
 			return &models.Output{}
 		}

@@ -356,7 +356,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		mark := s.Mark()
 		x = ckpt.Layer(s, layer, x, func(s *tensor.Scope, x *tensor.T) *tensor.T {
 			return layer.forward(s, cfg, x, cos, sin, mask, pastKV, prefix, newKV)
-		}, prefix.Tensors()...)
+		}, append([]*tensor.T{cos, sin, mask}, prefix.Tensors()...)...)
 		if s.Err() != nil {
 			return &models.Output{}
 		}
