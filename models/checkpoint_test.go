@@ -117,7 +117,7 @@ func TestCheckpointHoldsSideTensors(t *testing.T) {
 		require.NoError(t, nn.ZeroGrad(l))
 		s := tensor.NewScope()
 		defer s.Close()
-		scale := s.Full(tensor.Float32, 0.5, 1, 8) // made in the forward's scope, read by the layers
+		scale := s.Full(tensor.Float32, 0.5, 1, 8)           // made in the forward's scope, read by the layers
 		fn := func(s *tensor.Scope, x *tensor.T) *tensor.T { // no dropout: the plain pass's gradients
 			return s.Mul(s.Add(x, l.W2.Forward(s, s.Tanh(l.W1.Forward(s, x)))), scale)
 		}
