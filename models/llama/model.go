@@ -364,15 +364,8 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 
 	}
 	x = m.Model.Norm.Forward(s, x)
-	logits := m.LMHead.Forward(s, models.HeadInput(s, b, x))
-	if logits != nil && logits.DType() != tensor.Float32 {
-		logits = s.To(logits, tensor.Float32)
-	}
-	out := &models.Output{Logits: logits, PastKeyValues: cache}
-	if b.Labels != nil {
-		out.Loss = models.ShiftedLoss(s, logits, b.Labels)
-	}
-	return out
+	logits, loss := models.CausalLMHead(s, b, x, m.LMHead)
+	return &models.Output{Logits: logits, Loss: loss, PastKeyValues: cache}
 }
 
 // rotary returns cos and sin [B|1, 1, L, head_dim] for position ids [B|1, L].
