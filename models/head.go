@@ -12,8 +12,9 @@ import (
 // vocabulary, 130 at Llama 3's 128256, 524 at Llama 2's 32000. Each chunk
 // reads the head's weight twice (its logits, its gradient), so smaller
 // chunks cost time: on Qwen2.5-0.5B at 512 positions (BENCHMARKS.md) the
-// head takes as long as the plain one from 128 MiB up, and 20% longer at
-// 64 MiB. Tests lower it to cover several chunks.
+// head takes no longer than the plain one from 128 MiB up, up to 15%
+// longer at 64 MiB, 3–5× as long at 16 rows. Tests lower it to cover
+// several chunks.
 var LossChunkBytes int64 = 128 << 20
 
 // CausalLMHead is a causal LM's head on its final hidden states x [B, L,
