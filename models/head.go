@@ -13,7 +13,7 @@ import (
 // reads the head's weight twice (its logits, its gradient), so smaller
 // chunks cost time: on Qwen2.5-0.5B at 512 positions (BENCHMARKS.md) the
 // head takes no longer than the plain one from 128 MiB up, up to 15%
-// longer at 64 MiB, 3–5× as long at 16 rows. Tests lower it to cover
+// longer at 64 MiB, about twice as long at 16 rows. Tests lower it to cover
 // several chunks.
 var LossChunkBytes int64 = 128 << 20
 
