@@ -97,6 +97,8 @@ type options struct {
 	prompt    int
 	newTokens int
 	runs      int
+	fusedLoss bool
+	lossChunk int64
 }
 
 func main() {
@@ -112,7 +114,7 @@ func main() {
 	flag.StringVar(&o.gradReset, "grad-reset", "none",
 		"forward-backward: 'none' drops the gradients after each step (PyTorch's grad = None), 'zero' zeroes them in place")
 	flag.BoolVar(&o.early, "free-before-backward", true,
-		"forward-backward: free the scope's handles to intermediates before backward (autograd keeps what it needs)")
+		"forward-backward, -model train-lora-ckpt: free the scope's handles to intermediates before backward (autograd keeps what it needs)")
 	flag.StringVar(&o.summarize, "summarize", "", "print the median tables of a compare.sh results file and exit")
 	flag.Float64Var(&o.maxLoad, "max-load", 0.6, "-summarize: rounds that started at or above this 1-minute load average are not used")
 	flag.BoolVar(&o.threadCPU, "thread-cpu", false, "add thread_cpu_s: CPU seconds of every OS thread of the case's process, largest first")
@@ -124,6 +126,8 @@ func main() {
 	flag.IntVar(&o.prompt, "prompt", 32, "-model generate-b1/b4: prompt length")
 	flag.IntVar(&o.newTokens, "new-tokens", 32, "-model generate-b1/b4: new tokens")
 	flag.IntVar(&o.runs, "runs", 2, "-model generate-b1/b4: timed runs after one warm-up")
+	flag.BoolVar(&o.fusedLoss, "fused-loss", true, "-model train-lora-ckpt: the loss without the full logits (models.Batch.LossOnly), as train.Trainer computes it")
+	flag.Int64Var(&o.lossChunk, "loss-chunk-mib", 0, "-model train-lora-ckpt with -fused-loss: models.LossChunkBytes in MiB (0: the library's default)")
 	flag.Parse()
 	if o.model != "" {
 		set := map[string]bool{}

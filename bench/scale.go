@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gopeft/peft/generate"
@@ -29,7 +30,8 @@ import (
 //	generate-b1      greedy decoding, batch 1, prompt 32, 32 new tokens, 1 warm-up + 2 runs
 //	generate-b4      the same at batch 4 (4 × 32 prompt)
 //	train-lora-ckpt  LoRA r 8, alpha 16 on q_proj,v_proj (float32 adapters), AdamW lr 1e-4,
-//	                 batch 1 × 512, activation checkpointing, 1 warm-up + 3 steps
+//	                 batch 1 × 512, activation checkpointing, 1 warm-up + 3 steps; the
+//	                 loss from the fused head as train.Trainer computes it (-fused-loss)
 //
 // Generation reports, beside tokens/s with the prefill, the decoding rate
 // from the first new token to the last and its ceiling: the bytes a decode
@@ -236,6 +238,9 @@ func scaleGenerate(m *llama.Model, o options, batch int, res map[string]any) err
 // train.Trainer runs them: forward with labels, the checkpoint's
 // backward, AdamW step, gradients zeroed.
 func scaleTrain(m *llama.Model, o options, res map[string]any) error {
+	if o.lossChunk > 0 {
+		models.LossChunkBytes = o.lossChunk << 20
+	}
 	targets := []string{"q_proj", "v_proj"}
 	pm, err := lora.Wrap(m, loraConfig(targets))
 	if err != nil {
@@ -246,16 +251,19 @@ func scaleTrain(m *llama.Model, o options, res map[string]any) error {
 	adapterDType := params[0].Param.DType().String()
 	opt := train.NewAdamW(params, train.AdamWConfig{LR: benchLR})
 	defer opt.Free()
-	var times, losses []float64
+	var times, cpus, losses []float64
 	for step := 0; step < o.warmup+o.steps; step++ {
+		cpu0 := cpuSeconds()
 		dt, loss, err := ckptStep(pm, opt, o, step, m.Config.VocabSize)
 		if err != nil {
 			return err
 		}
+		cpu := cpuSeconds() - cpu0
 		traceRSS(o, step, dt)
 		losses = append(losses, math.Round(loss*1e4)/1e4)
 		if step >= o.warmup {
 			times = append(times, dt)
+			cpus = append(cpus, cpu)
 		}
 	}
 	tot := 0.0
@@ -269,12 +277,19 @@ func scaleTrain(m *llama.Model, o options, res map[string]any) error {
 	res["sec_per_step_mean"] = tot / float64(len(times))
 	res["sec_per_step_min"] = slices.Min(times)
 	res["step_seconds"] = roundAll(times, 4)
+	// CPU time (user + system, all threads) per step: on a shared machine
+	// a steadier comparison of two builds than wall time
+	res["step_cpu_seconds"] = roundAll(cpus, 4)
 	res["losses"] = losses
 	res["trainable"] = trainable
 	res["params"] = total
 	res["optimizer"] = fmt.Sprintf("AdamW lr=%g", benchLR)
 	res["lora"] = map[string]any{"r": benchRank, "alpha": benchAlpha, "dropout": 0, "targets": targets, "adapter_dtype": adapterDType}
 	res["checkpointing"] = true
+	res["fused_loss"] = o.fusedLoss
+	if o.fusedLoss {
+		res["loss_chunk_rows"] = max(16, models.LossChunkBytes/(8*m.Config.VocabSize))
+	}
 	return nil
 }
 
@@ -286,7 +301,7 @@ func ckptStep(model models.Model, opt *train.AdamW, o options, step int, vocab i
 	t0 := time.Now()
 	ck := models.NewCheckpoint(int64(step))
 	defer ck.Free()
-	out := model.ForwardT(s, &models.Batch{InputIDs: ids, Labels: ids, Checkpoint: ck})
+	out := model.ForwardT(s, &models.Batch{InputIDs: ids, Labels: ids, Checkpoint: ck, LossOnly: o.fusedLoss})
 	if err := s.Err(); err != nil {
 		return 0, 0, err
 	}
@@ -295,9 +310,11 @@ func ckptStep(model models.Model, opt *train.AdamW, o options, step int, vocab i
 	}
 	loss := s.Keep(out.Loss)
 	defer loss.Free()
-	// The scope keeps its handles through backward, as train.Trainer does
-	// with checkpointing: the layers' recomputation reads the rotary
-	// tables and the mask made in this scope.
+	// As train.Trainer does: the forward's scope is freed before backward
+	// (the checkpoint holds what the layers' recomputation reads).
+	if o.early {
+		s.FreeAll()
+	}
 	ck.Backward(s, loss)
 	if err := s.Err(); err != nil {
 		return 0, 0, err
@@ -343,3 +360,12 @@ func copyBandwidth(threads int) float64 {
 }
 
 func round2(v float64) float64 { return math.Round(v*100) / 100 }
+
+// cpuSeconds is the process's user + system CPU time so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}

@@ -40,6 +40,15 @@ type LayerFunc func(s *tensor.Scope, x *tensor.T) *tensor.T
 // seed; without dropout the two give the same gradients (within float
 // rounding).
 //
+// What the layers read besides their input — the rotary tables, the
+// attention mask, ALiBi biases, prefix key/values — is passed to Layer as
+// side tensors, and the checkpoint holds them until Free: the ones the
+// forward's scope owns move out of it (Scope.Keep). Nothing the
+// recomputation reads then belongs to the scope, so the caller may free
+// the whole forward scope before Backward (train.Trainer does, keeping
+// only the loss): the head's graph keeps what its backward needs, the
+// checkpoint the rest.
+//
 // A nil *Checkpoint means no checkpointing: Layer just runs the layer and
 // Backward is the scope's Backward. Checkpointing is for training; models
 // ignore it when the batch asks for a KV cache.
@@ -48,6 +57,7 @@ type Checkpoint struct {
 	layers []ckptLayer
 	input  *tensor.T // the first layer's input as given (with its graph, if any)
 	output *tensor.T // the last layer's output: a leaf that requires grad
+	held   []*tensor.T
 }
 
 type ckptLayer struct {
@@ -62,14 +72,21 @@ func NewCheckpoint(seed int64) *Checkpoint { return &Checkpoint{seed: seed} }
 
 // Layer runs fn (one decoder layer, whose module is layer) on x. Without
 // checkpointing (c == nil) that is all; with it, see Checkpoint. side lists
-// other tensors the layer reads that may carry gradient (its prefix keys
-// and values).
+// every other tensor fn reads (rotary cos/sin, masks, prefix keys and
+// values; nil entries are skipped): the checkpoint holds those that s
+// owns until Free, so that Backward's recomputation finds them after the
+// forward's scope is freed (tensors s does not own stay their owner's,
+// who keeps them through Backward). A side tensor that requires grad
+// (prefix key/values) makes the layer one to recompute.
 func (c *Checkpoint) Layer(s *tensor.Scope, layer nn.Module, x *tensor.T, fn LayerFunc, side ...*tensor.T) *tensor.T {
 	if c == nil {
 		return fn(s, x)
 	}
 	if s.Err() != nil || x == nil {
 		return nil
+	}
+	for _, t := range side {
+		c.hold(s, t)
 	}
 	i := len(c.layers)
 	if i == 0 {
@@ -101,6 +118,15 @@ func (c *Checkpoint) Layer(s *tensor.Scope, layer nn.Module, x *tensor.T, fn Lay
 	c.output.Free()
 	c.output = y.Clone()
 	return y
+}
+
+// hold takes t out of s, to free it at Free (nothing when s does not own
+// t, or the checkpoint holds it already).
+func (c *Checkpoint) hold(s *tensor.Scope, t *tensor.T) {
+	if t == nil || !s.Owns(t) {
+		return
+	}
+	c.held = append(c.held, s.Keep(t))
 }
 
 // layerSeed mixes the checkpoint's seed with a layer index (SplitMix64).
@@ -170,12 +196,17 @@ func (c *Checkpoint) Backward(s *tensor.Scope, loss *tensor.T) {
 	s.Drop(g)
 }
 
-// Free releases what the checkpoint still holds (after Backward, only
-// two handles; after a forward pass without Backward, the stored inputs).
+// Free releases what the checkpoint still holds (after Backward, two
+// handles and the side tensors; after a forward pass without Backward,
+// also the stored inputs).
 func (c *Checkpoint) Free() {
 	if c == nil {
 		return
 	}
+	for _, t := range c.held {
+		t.Free()
+	}
+	c.held = nil
 	for i := range c.layers {
 		c.layers[i].x.Free()
 	}

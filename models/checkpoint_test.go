@@ -100,3 +100,58 @@ func TestNilCheckpointIsPlain(t *testing.T) {
 	require.Equal(t, 0, ck.Len())
 	ck.Free()
 }
+
+// The checkpoint holds the side tensors its layers read, so that the
+// forward's scope can be freed before Backward; a side tensor not passed
+// to Layer dies with the scope and the recomputation fails.
+func TestCheckpointHoldsSideTensors(t *testing.T) {
+	s := tensor.NewScope()
+	defer s.Close()
+	tensor.ManualSeed(5)
+	l := &toyLayer{W1: nn.NewLinear(s, 8, 16, true, 0.3), W2: nn.NewLinear(s, 16, 8, false, 0.3)}
+	require.NoError(t, nn.Unfreeze(l))
+	defer nn.FreeParams(l)
+	x0 := s.Keep(s.Randn(tensor.Float32, 4, 8))
+	defer x0.Free()
+	run := func(ck *Checkpoint, pass, free bool) ([]float32, error) {
+		require.NoError(t, nn.ZeroGrad(l))
+		s := tensor.NewScope()
+		defer s.Close()
+		scale := s.Full(tensor.Float32, 0.5, 1, 8)           // made in the forward's scope, read by the layers
+		fn := func(s *tensor.Scope, x *tensor.T) *tensor.T { // no dropout: the plain pass's gradients
+			return s.Mul(s.Add(x, l.W2.Forward(s, s.Tanh(l.W1.Forward(s, x)))), scale)
+		}
+		var side []*tensor.T
+		if pass {
+			side = []*tensor.T{scale, nil}
+		}
+		x := x0
+		for i := 0; i < 2; i++ {
+			x = ck.Layer(s, l, x, fn, side...)
+		}
+		loss := s.Keep(s.Sum(s.Mul(x, x), false))
+		defer loss.Free()
+		if free {
+			s.FreeAll()
+		}
+		ck.Backward(s, loss)
+		if err := s.Err(); err != nil {
+			return nil, err
+		}
+		return s.Float32s(s.Grad(l.W1.Weight.T())), s.Err()
+	}
+	want, err := run(nil, false, false)
+	require.NoError(t, err)
+	ck := NewCheckpoint(1)
+	defer ck.Free()
+	got, err := run(ck, true, true)
+	require.NoError(t, err)
+	require.Len(t, got, len(want))
+	for i := range want {
+		require.InDelta(t, want[i], got[i], 1e-5*math.Max(1, math.Abs(float64(want[i]))))
+	}
+	bare := NewCheckpoint(1)
+	defer bare.Free()
+	_, err = run(bare, false, true)
+	require.Error(t, err, "a side tensor freed with the scope")
+}

@@ -65,6 +65,12 @@ type Batch struct {
 	// [B, 1, vocab] (generation's prefill needs no others); ignored when
 	// Labels are given.
 	LastLogitsOnly bool
+	// LossOnly asks a causal LM for its loss without the full logits when
+	// Labels are given (training, evaluation): the head runs in chunks of
+	// positions and Output.Logits is nil. A head with trainable
+	// parameters keeps the plain path (logits returned); see
+	// CausalLMHead. Models without such a head ignore the flag.
+	LossOnly bool
 	// Checkpoint turns on activation checkpointing for this pass (nil:
 	// off); back-propagate with its Backward. See Checkpoint.
 	Checkpoint *Checkpoint
@@ -73,7 +79,7 @@ type Batch struct {
 // Output is the internal form of Outputs; its tensors belong to the scope
 // the forward ran in.
 type Output struct {
-	Logits          *tensor.T
+	Logits          *tensor.T // nil when Batch.LossOnly took the fused loss head
 	Loss            *tensor.T
 	PastKeyValues   *Cache
 	LastHiddenState *tensor.T

@@ -348,7 +348,7 @@ func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (flo
 			tensor.ManualSeed(seed)
 			s := tensor.NewScope()
 			defer s.Close()
-			mb := b.ModelBatch(s)
+			mb := lossBatch(s, b)
 			if t.cfg.Checkpointing {
 				mb.Checkpoint = models.NewCheckpoint(seed)
 				defer mb.Checkpoint.Free()
@@ -364,13 +364,12 @@ func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (flo
 			l := s.Item(out.Loss)
 			scaled := s.Keep(s.MulScalar(out.Loss, w))
 			defer scaled.Free()
-			if mb.Checkpoint == nil {
-				// The autograd graph holds what backward needs; releasing the
-				// scope's handles lets backward free each activation once
-				// used, as PyTorch does (BENCHMARKS.md: peak RSS of training
-				// steps on the benchmark config).
-				s.FreeAll()
-			}
+			// The autograd graph holds what backward needs, and a checkpoint
+			// what its recomputation reads (the layers' inputs and side
+			// tensors): releasing the scope's handles lets backward free
+			// each activation once used, as PyTorch does (BENCHMARKS.md:
+			// peak RSS of training steps on the benchmark config).
+			s.FreeAll()
 			mb.Checkpoint.Backward(s, scaled)
 			if err := s.Err(); err != nil {
 				return err
@@ -387,6 +386,16 @@ func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (flo
 		}
 	}
 	return sum / float64(targets), tokens, nil
+}
+
+// lossBatch is b for a forward pass whose loss is all the Trainer reads:
+// it asks for the loss without the full logits (models.Batch.LossOnly),
+// which causal LMs with a frozen head compute in chunks (models.CausalLMHead)
+// and other models ignore.
+func lossBatch(s *tensor.Scope, b *data.Batch) *models.Batch {
+	mb := b.ModelBatch(s)
+	mb.LossOnly = true
+	return mb
 }
 
 // evaluate is Evaluate in eval mode (dropout off) during a run.
@@ -415,7 +424,7 @@ func Evaluate(model Model, ds *data.Dataset, batchSize int) (float64, error) {
 		err := func() error {
 			s := tensor.NoGradScope()
 			defer s.Close()
-			out := model.ForwardT(s, b.ModelBatch(s))
+			out := model.ForwardT(s, lossBatch(s, b))
 			if err := s.Err(); err != nil {
 				return err
 			}

@@ -110,6 +110,19 @@ func (s *Scope) Keep(t *T) *T {
 	return t
 }
 
+// Owns reports whether the scope owns t (it frees t at Close).
+func (s *Scope) Owns(t *T) bool {
+	if t == nil {
+		return false
+	}
+	for i := len(s.owned) - 1; i >= 0; i-- {
+		if s.owned[i] == t {
+			return true
+		}
+	}
+	return false
+}
+
 // Drop frees t now if the scope owns it (to lower peak memory in long
 // chains); freeing an untracked t is left to its owner.
 func (s *Scope) Drop(ts ...*T) {

@@ -487,8 +487,14 @@ func TestCheckpointingGivesTheSameGradients(t *testing.T) {
 		s := tensor.NewScope()
 		defer s.Close()
 		x := s.FromInt64([]int64{1, 5, 9, 13, 17, 21, 2, 4}, 2, 4)
-		out := m.ForwardT(s, &models.Batch{InputIDs: x, Labels: s.FromInt64([]int64{1, 0}, 2), Checkpoint: ck})
-		ck.Backward(s, out.Loss)
+		mask := s.FromInt64([]int64{1, 1, 1, 1, 1, 1, 0, 0}, 2, 4)
+		out := m.ForwardT(s, &models.Batch{InputIDs: x, AttentionMask: mask, Labels: s.FromInt64([]int64{1, 0}, 2), Checkpoint: ck})
+		// free the forward's scope first, as train.Trainer does: the
+		// checkpoint must hold the mask its recomputation reads
+		loss := s.Keep(out.Loss)
+		defer loss.Free()
+		s.FreeAll()
+		ck.Backward(s, loss)
 		require.NoError(t, s.Err())
 		g := map[string][]float32{}
 		for _, np := range nn.NamedParams(m) {

@@ -782,7 +782,7 @@ func (m *Model) encode(s *tensor.Scope, b *models.Batch) (seq, pooled *tensor.T)
 		mark := s.Mark()
 		x = b.Checkpoint.Layer(s, layer, x, func(s *tensor.Scope, x *tensor.T) *tensor.T { // nil: no activation checkpointing
 			return m.layer(s, layer, x, mask, prefix)
-		}, prefix.Tensors()...)
+		}, append([]*tensor.T{mask}, prefix.Tensors()...)...)
 		if s.Err() != nil {
 			return nil, nil
 		}

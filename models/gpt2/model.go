@@ -337,22 +337,15 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		mark := s.Mark()
 		x = ckpt.Layer(s, block, x, func(s *tensor.Scope, x *tensor.T) *tensor.T {
 			return m.block(s, i, block, x, causal, padding, pastKV, prefix, newKV)
-		}, prefix.Tensors()...)
+		}, append([]*tensor.T{causal, padding}, prefix.Tensors()...)...)
 		if s.Err() != nil {
 			return &models.Output{}
 		}
 		s.FreeSince(mark, x) // the block's intermediates: peak memory stays one block deep
 	}
 	x = tr.LnF.Forward(s, x)
-	logits := m.LMHead.Forward(s, models.HeadInput(s, b, x))
-	if logits != nil && logits.DType() != tensor.Float32 {
-		logits = s.To(logits, tensor.Float32)
-	}
-	out := &models.Output{Logits: logits, PastKeyValues: cache}
-	if b.Labels != nil {
-		out.Loss = models.ShiftedLoss(s, logits, b.Labels)
-	}
-	return out
+	logits, loss := models.CausalLMHead(s, b, x, m.LMHead)
+	return &models.Output{Logits: logits, Loss: loss, PastKeyValues: cache}
 }
 
 // masks returns the causal mask (true where key j lies in query i's

@@ -372,7 +372,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		mark := s.Mark()
 		x = ckpt.Layer(s, layer, x, func(s *tensor.Scope, x *tensor.T) *tensor.T {
 			return layer.forward(s, cfg, x, cos, sin, mask, pastKV, prefix, newKV)
-		}, prefix.Tensors()...)
+		}, append([]*tensor.T{cos, sin, mask}, prefix.Tensors()...)...)
 		if s.Err() != nil {
 			return &models.Output{}
 		}
@@ -380,15 +380,8 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 
 	}
 	x = m.Model.Norm.Forward(s, x)
-	logits := m.LMHead.Forward(s, models.HeadInput(s, b, x))
-	if logits != nil && logits.DType() != tensor.Float32 {
-		logits = s.To(logits, tensor.Float32)
-	}
-	out := &models.Output{Logits: logits, PastKeyValues: cache}
-	if b.Labels != nil {
-		out.Loss = models.ShiftedLoss(s, logits, b.Labels)
-	}
-	return out
+	logits, loss := models.CausalLMHead(s, b, x, m.LMHead)
+	return &models.Output{Logits: logits, Loss: loss, PastKeyValues: cache}
 }
 
 // rotary returns cos and sin [B|1, 1, L, head_dim] for position ids [B|1, L].
