@@ -4,9 +4,11 @@
 package fuzzseed
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"sort"
+	"testing"
 )
 
 // MaxSize is the largest fixture file used as a seed (bigger ones make
@@ -59,4 +61,46 @@ func Files(patterns ...string) [][]byte {
 		}
 	}
 	return out
+}
+
+// Renderer is a config that renders itself to JSON (every method's
+// adapter_config.json type).
+type Renderer interface {
+	MarshalJSON() ([]byte, error)
+}
+
+// ConfigRoundTrip is the body of the adapter_config.json fuzz targets:
+// any bytes decode without a panic, and a config that decodes (and so
+// validates) renders to JSON that decodes to the same rendering.
+func ConfigRoundTrip[C Renderer](t *testing.T, data []byte, decode func([]byte) (C, error)) {
+	c, err := decode(data)
+	if err != nil {
+		return
+	}
+	out, err := c.MarshalJSON()
+	if err != nil {
+		t.Fatalf("render of a config that decoded: %v", err)
+	}
+	c2, err := decode(out)
+	if err != nil {
+		t.Fatalf("re-decode of the rendering: %v\n%s", err, out)
+	}
+	out2, err := c2.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, out2) {
+		t.Fatalf("rendering changed on a round trip:\n%s\n%s", out, out2)
+	}
+}
+
+// AddAdapterConfigs seeds a config fuzz target with every fixture
+// adapter_config.json and two inline configs (a broken regex, a prompt
+// learning geometry).
+func AddAdapterConfigs(f *testing.F) {
+	for _, b := range Files("hf/adapters/*/*/adapter_config.json") {
+		f.Add(b)
+	}
+	f.Add([]byte(`{"peft_type": "LORA", "r": 4, "target_modules": ["q_proj"], "layers_pattern": "(", "layers_to_transform": 0}`))
+	f.Add([]byte(`{"num_virtual_tokens": 4, "token_dim": 8, "num_attention_heads": 2, "num_layers": 2}`))
 }
