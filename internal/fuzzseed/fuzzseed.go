@@ -73,25 +73,42 @@ type Renderer interface {
 // any bytes decode without a panic, and a config that decodes (and so
 // validates) renders to JSON that decodes to the same rendering.
 func ConfigRoundTrip[C Renderer](t *testing.T, data []byte, decode func([]byte) (C, error)) {
+	RoundTrip(t, data, decode, C.MarshalJSON)
+}
+
+// RoundTrip is the body of the parsers' fuzz targets: any bytes decode
+// without a panic (an error is fine), and a value that decodes renders to
+// bytes that decode to the same rendering.
+func RoundTrip[C any](t *testing.T, data []byte, decode func([]byte) (C, error), render func(C) ([]byte, error)) {
 	c, err := decode(data)
 	if err != nil {
 		return
 	}
-	out, err := c.MarshalJSON()
+	out, err := render(c)
 	if err != nil {
-		t.Fatalf("render of a config that decoded: %v", err)
+		t.Fatalf("render of a value that decoded: %v", err)
 	}
 	c2, err := decode(out)
 	if err != nil {
 		t.Fatalf("re-decode of the rendering: %v\n%s", err, out)
 	}
-	out2, err := c2.MarshalJSON()
+	out2, err := render(c2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out, out2) {
 		t.Fatalf("rendering changed on a round trip:\n%s\n%s", out, out2)
 	}
+}
+
+// AddModelConfigs seeds a config.json fuzz target with every fixture
+// model's config.json and two inline ones (tiny sizes, a negative size).
+func AddModelConfigs(f *testing.F) {
+	for _, b := range Files("hf/*/config.json") {
+		f.Add(b)
+	}
+	f.Add([]byte(`{"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 10, "n_embd": 8, "n_layer": 1, "n_head": 2}`))
+	f.Add([]byte(`{"hidden_size": -1}`))
 }
 
 // AddAdapterConfigs seeds a config fuzz target with every fixture
