@@ -1,9 +1,9 @@
 package lora_test
 
 import (
+	"github.com/gopeft/peft/internal/killtest"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,16 +31,12 @@ func killVersion(t testing.TB, v int) *peft.Model {
 	return m
 }
 
-// TestKillChild is the child of TestSaveSurvivesKill: it saves versions
-// 0, 1, 0, 1, … of an adapter into $GOPEFT_KILL_DIR (and a named one into
-// its "other" subfolder) until it is killed.
-func TestKillChild(t *testing.T) {
-	dir := os.Getenv("GOPEFT_KILL_DIR")
-	if dir == "" {
-		t.Skip("child of TestSaveSurvivesKill")
-	}
+// killChild is TestSaveSurvivesKill in its child process: it saves
+// versions 0, 1, 0, 1, … of an adapter into dir (and a named one into its
+// "other" subfolder) until it is killed.
+func killChild(t *testing.T, dir string) {
 	ms := []*peft.Model{killVersion(t, 0), killVersion(t, 1)}
-	os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644)
+	killtest.Ready(dir)
 	for i := 0; ; i++ {
 		require.NoError(t, ms[i%2].Save(dir))
 		require.NoError(t, ms[i%2].SaveAdapter(filepath.Join(dir, "other"), peft.DefaultAdapter))
@@ -73,8 +69,9 @@ func checkVersion(t *testing.T, dir string) int {
 // random points; after each kill the folder loads as exactly the old or
 // the new version, and the next save removes the temp files left behind.
 func TestSaveSurvivesKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts child processes")
+	if dir := os.Getenv(killtest.Env); dir != "" {
+		killChild(t, dir)
+		return
 	}
 	fixtures(t)
 	dir := t.TempDir()
@@ -82,21 +79,7 @@ func TestSaveSurvivesKill(t *testing.T) {
 	seen := map[int]int{}
 	const kills = 8
 	for k := 0; k < kills; k++ {
-		os.Remove(filepath.Join(dir, "ready"))
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillChild$")
-		cmd.Env = append(os.Environ(), "GOPEFT_KILL_DIR="+dir)
-		require.NoError(t, cmd.Start())
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "child never got ready")
-			time.Sleep(5 * time.Millisecond)
-		}
-		time.Sleep(time.Duration(20+rng.Intn(300)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Kill())
-		cmd.Wait()
+		killtest.Run(t, "TestSaveSurvivesKill", dir, rng, 20, 300)
 		if _, err := os.Stat(filepath.Join(dir, peft.WeightsName)); err != nil {
 			continue // killed before the first save finished
 		}

@@ -16,9 +16,8 @@ import (
 
 func fixture(t *testing.T, name string) string {
 	dir := filepath.Join("..", "..", "shared", "fixtures", "hf", name)
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("fixtures not found: %v", err)
-	}
+	_, err := os.Stat(dir)
+	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
 	return dir
 }
 

@@ -19,9 +19,7 @@ import (
 func TestGQAWithUserGivenGeometry(t *testing.T) {
 	dir := filepath.Join("..", "..", "shared", "fixtures", "hf", "llama-tiny")
 	base, err := llama.Load(dir)
-	if err != nil {
-		t.Skipf("fixture: %v", err)
-	}
+	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
 	defer base.Free()
 	for _, c := range []struct {
 		tokenDim, heads int

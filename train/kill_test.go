@@ -1,10 +1,10 @@
 package train
 
 import (
+	"github.com/gopeft/peft/internal/killtest"
 	"io"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,20 +16,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCheckpointKillChild is the child of TestCheckpointsSurviveKill: it
-// trains with a checkpoint every step into $GOPEFT_KILL_DIR, resuming from
-// the latest checkpoint there, until killed.
-func TestCheckpointKillChild(t *testing.T) {
-	dir := os.Getenv("GOPEFT_KILL_DIR")
-	if dir == "" {
-		t.Skip("child of TestCheckpointsSurviveKill")
-	}
+// checkpointKillChild is TestCheckpointsSurviveKill in its child process:
+// it trains with a checkpoint every step into dir, resuming from the latest
+// checkpoint there, until killed.
+func checkpointKillChild(t *testing.T, dir string) {
 	cfg := Config{LR: 1e-3, BatchSize: 2, MaxSteps: 100000, Seed: 1, SaveSteps: 1, OutputDir: dir, Progress: io.Discard}
 	if _, err := LatestCheckpoint(dir); err == nil {
 		cfg.ResumeFrom = "latest"
 	}
 	tr := New(tinyLoRA(t, 0, 1), cfg)
-	os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644)
+	killtest.Ready(dir)
 	require.NoError(t, tr.Fit(copyTask(t, 8, 0), nil))
 }
 
@@ -56,30 +52,16 @@ func requireCompleteCheckpoint(t *testing.T, dir string) {
 // checkpoint-<step> folder is complete, no temporary folder survives the
 // next resume, and the run resumes from the latest checkpoint.
 func TestCheckpointsSurviveKill(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts child processes")
+	if dir := os.Getenv(killtest.Env); dir != "" {
+		checkpointKillChild(t, dir)
+		return
 	}
-	if _, err := os.Stat(tinyDir); err != nil {
-		t.Skip("fixtures not found")
-	}
+	_, err := os.Stat(tinyDir)
+	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
 	dir := t.TempDir()
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for k := 0; k < 5; k++ {
-		os.Remove(filepath.Join(dir, "ready"))
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCheckpointKillChild$")
-		cmd.Env = append(os.Environ(), "GOPEFT_KILL_DIR="+dir)
-		require.NoError(t, cmd.Start())
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "child never got ready")
-			time.Sleep(5 * time.Millisecond)
-		}
-		time.Sleep(time.Duration(50+rng.Intn(400)) * time.Millisecond)
-		require.NoError(t, cmd.Process.Kill())
-		cmd.Wait()
+		killtest.Run(t, "TestCheckpointsSurviveKill", dir, rng, 50, 400)
 		entries, err := os.ReadDir(dir)
 		require.NoError(t, err)
 		for _, e := range entries {
