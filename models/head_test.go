@@ -1,13 +1,13 @@
-package gpt2_test
+package models_test
 
 import (
 	"math"
-	"path/filepath"
 	"testing"
 
 	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/models/gpt2"
 	"github.com/gopeft/peft/nn"
 	"github.com/stretchr/testify/require"
@@ -50,34 +50,45 @@ func headPass(t *testing.T, m nn.Module, fwd func(*tensor.Scope, *models.Batch) 
 }
 
 // The fused loss head (models.CausalLMHead, LossOnly) gives the plain
-// head's loss and LoRA gradients (float32: 1e-5 relative), in several
-// chunks, with and without checkpointing; its logits are nil.
+// head's loss and LoRA gradients (float32: 1e-5 relative) for BLOOM and
+// GPT-2 (LLaMA's own test covers bf16 and tied heads), in several chunks,
+// with and without checkpointing; its logits are nil.
 func TestFusedHeadSameLossAndGradients(t *testing.T) {
 	old := models.LossChunkBytes
 	models.LossChunkBytes = 1 // 16 rows a chunk
 	defer func() { models.LossChunkBytes = old }()
-	base, err := gpt2.Load(filepath.Join(fx(t), "gpt2-tiny"))
-	require.NoError(t, err)
-	pm, err := lora.Wrap(base, &lora.Config{R: 4, LoraAlpha: 8, TargetModules: lora.List("c_attn"),
-		InitLoraWeights: lora.Init{Value: "false"}})
-	require.NoError(t, err)
-	defer nn.FreeParams(pm)
-	for _, ckpt := range []bool{false, true} {
-		l0, nil0, g0 := headPass(t, pm, pm.ForwardT, false, ckpt)
-		l1, nil1, g1 := headPass(t, pm, pm.ForwardT, true, ckpt)
-		require.False(t, nil0)
-		require.True(t, nil1, "fused head taken")
-		require.InEpsilon(t, l0, l1, 1e-5)
-		require.NotEmpty(t, g0)
-		for name, want := range g0 {
-			var d2, n2 float64
-			for i := range want {
-				d := float64(g1[name][i] - want[i])
-				d2 += d * d
-				n2 += float64(want[i]) * float64(want[i])
+	for _, fam := range []struct {
+		name, target string
+		load         func(string) (models.CausalLM, error)
+	}{
+		{"bloom-tiny", "query_key_value", func(d string) (models.CausalLM, error) { return bloom.Load(d) }},
+		{"gpt2-tiny", "c_attn", func(d string) (models.CausalLM, error) { return gpt2.Load(d) }},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			base, err := fam.load(fixture(t, fam.name))
+			require.NoError(t, err)
+			pm, err := lora.Wrap(base, &lora.Config{R: 4, LoraAlpha: 8, TargetModules: lora.List(fam.target),
+				InitLoraWeights: lora.Init{Value: "false"}})
+			require.NoError(t, err)
+			defer nn.FreeParams(pm)
+			for _, ckpt := range []bool{false, true} {
+				l0, nil0, g0 := headPass(t, pm, pm.ForwardT, false, ckpt)
+				l1, nil1, g1 := headPass(t, pm, pm.ForwardT, true, ckpt)
+				require.False(t, nil0)
+				require.True(t, nil1, "fused head taken")
+				require.InEpsilon(t, l0, l1, 1e-5)
+				require.NotEmpty(t, g0)
+				for name, want := range g0 {
+					var d2, n2 float64
+					for i := range want {
+						d := float64(g1[name][i] - want[i])
+						d2 += d * d
+						n2 += float64(want[i]) * float64(want[i])
+					}
+					require.Greater(t, n2, 0.0, name)
+					require.LessOrEqual(t, math.Sqrt(d2), 1e-5*math.Sqrt(n2), name)
+				}
 			}
-			require.Greater(t, n2, 0.0, name)
-			require.LessOrEqual(t, math.Sqrt(d2), 1e-5*math.Sqrt(n2), name)
-		}
+		})
 	}
 }
