@@ -25,7 +25,7 @@ func TestMatchModuleWildcard(t *testing.T) {
 // after the feed-forward output only.
 func TestBertPlacement(t *testing.T) {
 	wrapped := func(cfg *Config) []string {
-		base, err := bert.LoadForSequenceClassification(filepath.Join("..", "..", "shared", "fixtures", "hf", "bert-tiny"))
+		base, err := bert.LoadForSequenceClassification(filepath.Join("..", "testdata", "hf", "bert-tiny"))
 		require.NoError(t, err)
 		cfg.Task = peft.SeqCls
 		m, err := peft.New(base, cfg)

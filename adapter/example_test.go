@@ -12,7 +12,7 @@ import (
 // Houlsby adapters on a LLaMA checkpoint: two bottlenecks per layer plus
 // the layer norms train; they cannot be merged.
 func ExampleWrap() {
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	base, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -6,9 +6,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Layer wraps an output projection (o_proj, down_proj, BLOOM's dense and

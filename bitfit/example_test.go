@@ -12,11 +12,11 @@ import (
 // Train only the attention query_key_value biases of a BLOOM model, then
 // save them (plain HF names) and load them back onto a fresh base.
 func ExampleWrap() {
-	data, _ := os.ReadFile("../../shared/fixtures/hf/bloom-tiny/config.json")
+	data, _ := os.ReadFile("../testdata/hf/bloom-tiny/config.json")
 	all, _ := bitfit.BiasParamsFromConfig(data)
 	fmt.Println("biases in the model:", all)
 
-	base, err := bloom.Load("../../shared/fixtures/hf/bloom-tiny")
+	base, err := bloom.Load("../testdata/hf/bloom-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -34,7 +34,7 @@ func ExampleWrap() {
 		fmt.Println(err)
 		return
 	}
-	fresh, _ := bloom.Load("../../shared/fixtures/hf/bloom-tiny")
+	fresh, _ := bloom.Load("../testdata/hf/bloom-tiny")
 	loaded, err := peft.Load(fresh, dir)
 	if err != nil {
 		fmt.Println(err)

@@ -3,8 +3,8 @@ package data
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/tensor"
 )
 
 // PadSide is where padding goes.

@@ -9,7 +9,7 @@ import (
 
 // Train the last decoder layer's MLP and the output head, freeze the rest.
 func ExampleWrap() {
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	base, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -8,8 +8,8 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models/llama"
+	"github.com/gopeft/peft/tensor"
 )
 
 // benchModel is the project's benchmark config (../shared/bench): Llama,

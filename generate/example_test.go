@@ -10,7 +10,7 @@ import (
 	"github.com/gopeft/peft/peft"
 )
 
-const tiny = "../../shared/fixtures/hf/llama-tiny"
+const tiny = "../testdata/hf/llama-tiny"
 
 // Greedy decoding of two prompts of different lengths with a model's own
 // generation_config.json, 8 new tokens each.
@@ -52,7 +52,7 @@ func ExampleStream() {
 		return
 	}
 	defer base.Free()
-	model, err := peft.Load(base, "../../shared/fixtures/hf/adapters/llama-tiny/lora-default")
+	model, err := peft.Load(base, "../testdata/hf/adapters/llama-tiny/lora-default")
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -7,8 +7,8 @@ import (
 	"math/rand/v2"
 	"sort"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Model is what generation runs: the library's internal forward pass, which

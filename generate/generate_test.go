@@ -10,13 +10,13 @@ import (
 	"github.com/gopeft/peft/adapter"
 	_ "github.com/gopeft/peft/ia3"
 	"github.com/gopeft/peft/internal/memstat"
-	"github.com/gopeft/peft/internal/tensor"
 	_ "github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/peft"
 	_ "github.com/gopeft/peft/prefix"
 	_ "github.com/gopeft/peft/prompt"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 

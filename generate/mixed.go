@@ -1,9 +1,9 @@
 package generate
 
 import (
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 )
 
 // RowAdapters makes m run prompt i of a batch through adapter names[i] (or

@@ -3,7 +3,7 @@ package generate
 import (
 	"math"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 )
 
 // The logits processors and warpers of transformers 4.39, as tensor ops on

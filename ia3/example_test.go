@@ -13,7 +13,7 @@ import (
 // adapter in PEFT's format, load it back, and rank two answers with
 // length normalization.
 func ExampleWrap() {
-	base, err := bloom.Load("../../shared/fixtures/hf/bloom-tiny")
+	base, err := bloom.Load("../testdata/hf/bloom-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -33,7 +33,7 @@ func ExampleWrap() {
 		fmt.Println(err)
 		return
 	}
-	fresh, _ := bloom.Load("../../shared/fixtures/hf/bloom-tiny")
+	fresh, _ := bloom.Load("../testdata/hf/bloom-tiny")
 	loaded, err := peft.Load(fresh, dir)
 	if err != nil {
 		fmt.Println(err)

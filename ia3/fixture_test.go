@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 
 	_ "github.com/gopeft/peft/ia3"

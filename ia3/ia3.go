@@ -26,10 +26,10 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 )
 
 func init() { peft.Register(peft.IA3, Decode) }

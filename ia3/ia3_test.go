@@ -8,11 +8,11 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/ia3"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 	"github.com/stretchr/testify/require"
 )

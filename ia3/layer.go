@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Linear is PEFT's IA3 layer around a base nn.Linear or GPT-2 nn.Conv1D.

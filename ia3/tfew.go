@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/tensor"
 )
 
 // MultipleChoice is one multiple-choice example as token ids: the input

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/ia3"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 

@@ -8,11 +8,11 @@ import (
 
 	"github.com/gopeft/peft/data"
 	"github.com/gopeft/peft/generate"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 	"github.com/stretchr/testify/require"
 )

@@ -1,8 +1,8 @@
 package lora
 
 import (
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Embedding is a LoRA layer around an nn.Embedding (PEFT's lora.Embedding):

@@ -12,7 +12,7 @@ import (
 // Wrap a HF checkpoint with LoRA, save the adapter in PEFT's format and load
 // it back onto a fresh base.
 func ExampleWrap() {
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	base, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -30,7 +30,7 @@ func ExampleWrap() {
 		fmt.Println(err)
 		return
 	}
-	fresh, _ := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	fresh, _ := llama.Load("../testdata/hf/llama-tiny")
 	loaded, err := peft.Load(fresh, dir) // any registered method, by peft_type
 	if err != nil {
 		fmt.Println(err)

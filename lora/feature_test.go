@@ -8,15 +8,15 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
 func tinyBase(t *testing.T) *llama.Model {
-	dir, err := filepath.Abs(filepath.Join("..", "..", "shared", "fixtures", "hf", "llama-tiny"))
+	dir, err := filepath.Abs(filepath.Join("..", "testdata", "hf", "llama-tiny"))
 	require.NoError(t, err)
 	m, err := llama.Load(dir)
 	require.NoError(t, err)

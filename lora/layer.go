@@ -4,9 +4,9 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/nn/quant"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Linear is a LoRA layer around a base nn.Linear, GPT-2 nn.Conv1D or 4-bit

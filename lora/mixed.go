@@ -3,9 +3,9 @@ package lora
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 )
 
 // SetRowAdapters implements peft.RowAdapterSetter: names gives each batch

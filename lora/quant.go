@@ -1,9 +1,9 @@
 package lora
 
 import (
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/nn/quant"
+	"github.com/gopeft/peft/tensor"
 )
 
 // QLoRA: LoRA on 4-bit base layers (package nn/quant), PEFT's

@@ -11,7 +11,7 @@ import (
 // QLoRA: LoRA on every linear layer of a base loaded in 4 bits. The adapter
 // trains and saves like any LoRA adapter; it loads on the float32 base too.
 func Example_qLoRA() {
-	base, err := llama.LoadQuantized("../../shared/fixtures/hf/llama-tiny", quant.Config{UseDoubleQuant: true})
+	base, err := llama.LoadQuantized("../testdata/hf/llama-tiny", quant.Config{UseDoubleQuant: true})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
@@ -17,6 +16,7 @@ import (
 	"github.com/gopeft/peft/nn/quant"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 	"github.com/stretchr/testify/require"
 )

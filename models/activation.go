@@ -4,7 +4,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 )
 
 // ActFn is an elementwise non-linearity computed in a scope.

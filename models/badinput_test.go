@@ -15,9 +15,9 @@ import (
 )
 
 func fixture(t *testing.T, name string) string {
-	dir := filepath.Join("..", "..", "shared", "fixtures", "hf", name)
+	dir := filepath.Join("..", "testdata", "hf", name)
 	_, err := os.Stat(dir)
-	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
+	require.NoError(t, err, "golden fixtures expected at testdata/hf")
 	return dir
 }
 

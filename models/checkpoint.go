@@ -1,8 +1,8 @@
 package models
 
 import (
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // LayerFunc runs one decoder layer on its input x inside scope s.

@@ -3,16 +3,16 @@ package models_test
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Activation checkpointing on one training pass: the forward pass keeps
 // one input per decoder layer, and Backward recomputes the layers.
 func ExampleCheckpoint() {
-	m, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	m, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -1,8 +1,8 @@
 package models
 
 import (
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // LossChunkBytes bounds the float32 buffers of one chunk of the fused loss

@@ -4,12 +4,12 @@ import (
 	"math"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/models/gpt2"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 

@@ -1,6 +1,6 @@
 package models
 
-import "github.com/gopeft/peft/internal/tensor"
+import "github.com/gopeft/peft/tensor"
 
 // cacheHeadroom is how many positions beyond the prompt a decoding cache
 // allocates at first; it doubles when full.

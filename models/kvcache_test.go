@@ -3,7 +3,7 @@ package models
 import (
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 

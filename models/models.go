@@ -18,8 +18,8 @@ package models
 
 import (
 	"fmt"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 	"github.com/sugarme/gotch/ts"
 )
 

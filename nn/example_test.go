@@ -3,8 +3,8 @@ package nn_test
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // mlp is a module: a struct whose `nn` tags name its children as HF does.

@@ -3,7 +3,7 @@ package nn
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 )
 
 // ZeroGrad sets the accumulated gradient of every parameter under m to zero

@@ -3,7 +3,7 @@ package nn
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Layer is a module with a single-tensor forward: the base layers, and every

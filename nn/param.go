@@ -3,7 +3,7 @@ package nn
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 	"github.com/sugarme/gotch/ts"
 )
 

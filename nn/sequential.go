@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Sequential runs its layers one after the other (torch.nn.Sequential).

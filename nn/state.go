@@ -5,8 +5,8 @@ import (
 	"strings"
 	"unsafe"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 // DTypeOf maps a safetensors dtype to libtorch's.

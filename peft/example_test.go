@@ -13,12 +13,12 @@ import (
 
 // Load an adapter that Python PEFT saved, switch it off and on, and merge it.
 func ExampleLoad() {
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	base, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	model, err := peft.Load(base, "../../shared/fixtures/hf/adapters/llama-tiny/lora-default")
+	model, err := peft.Load(base, "../testdata/hf/adapters/llama-tiny/lora-default")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -43,7 +43,7 @@ func ExampleLoad() {
 // the same in every run.
 func ExampleSetSeed() {
 	loraA := func() [][]float64 {
-		base, _ := llama.Load("../../shared/fixtures/hf/llama-tiny")
+		base, _ := llama.Load("../testdata/hf/llama-tiny")
 		peft.SetSeed(42)
 		m, err := lora.Wrap(base, &lora.Config{R: 4, LoraAlpha: 8, TargetModules: lora.List("q_proj")})
 		if err != nil {

@@ -45,7 +45,7 @@ func TestParamsFromConfig(t *testing.T) {
 
 // ... and equal the models this library builds from the fixtures.
 func TestParamsMatchLoadedModels(t *testing.T) {
-	fx := filepath.Join("..", "..", "shared", "fixtures", "hf")
+	fx := filepath.Join("..", "testdata", "hf")
 	lm, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 	require.NoError(t, err)
 	defer lm.Free()

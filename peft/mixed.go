@@ -1,9 +1,9 @@
 package peft
 
 import (
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // BaseAdapterName in a mixed batch marks a row that runs the base model

@@ -6,22 +6,22 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 
 	_ "github.com/gopeft/peft/lora"
 )
 
 func hfFixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "shared", "fixtures", "hf"))
+	f, err := filepath.Abs(filepath.Join("..", "testdata", "hf"))
 	require.NoError(t, err)
 	_, err = os.Stat(f)
-	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
+	require.NoError(t, err, "golden fixtures expected at testdata/hf")
 	return f
 }
 

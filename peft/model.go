@@ -5,9 +5,9 @@ import (
 	"math"
 	"strings"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // File names and the first adapter's name, as in HF PEFT.

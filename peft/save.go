@@ -11,10 +11,10 @@ import (
 	"strings"
 
 	"github.com/gopeft/peft/internal/fsutil"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Save writes every adapter as PEFT does: "default" into dir, any other

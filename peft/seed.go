@@ -1,6 +1,6 @@
 package peft
 
-import "github.com/gopeft/peft/internal/tensor"
+import "github.com/gopeft/peft/tensor"
 
 // SetSeed seeds libtorch's random generator, as torch.manual_seed (or
 // transformers.set_seed) does before get_peft_model in Python. Adapter

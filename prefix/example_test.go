@@ -15,7 +15,7 @@ import (
 // key/value heads' geometry, the logits keep the input's length, and the
 // adapter cannot be merged.
 func ExampleConfig() {
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny") // 4 heads, 2 key/value heads
+	base, err := llama.Load("../testdata/hf/llama-tiny") // 4 heads, 2 key/value heads
 	if err != nil {
 		fmt.Println(err)
 		return

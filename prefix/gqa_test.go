@@ -17,9 +17,9 @@ import (
 // consistent values give the kv-sized prefix and inconsistent ones are
 // refused by the geometry check.
 func TestGQAWithUserGivenGeometry(t *testing.T) {
-	dir := filepath.Join("..", "..", "shared", "fixtures", "hf", "llama-tiny")
+	dir := filepath.Join("..", "testdata", "hf", "llama-tiny")
 	base, err := llama.Load(dir)
-	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
+	require.NoError(t, err, "golden fixtures expected at testdata/hf")
 	defer base.Free()
 	for _, c := range []struct {
 		tokenDim, heads int

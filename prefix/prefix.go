@@ -34,10 +34,10 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 )
 
 func init() { peft.Register(peft.PrefixTuning, Decode) }

@@ -5,10 +5,10 @@ import (
 	"math"
 	"strings"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Embedding is PEFT's PromptEmbedding: the virtual tokens' table

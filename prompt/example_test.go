@@ -16,7 +16,7 @@ import (
 // The logits get 8 extra leading positions; the adapter cannot be merged;
 // it saves and loads in PEFT's format.
 func ExampleTuningConfig() {
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	base, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -45,7 +45,7 @@ func ExampleTuningConfig() {
 		fmt.Println(err)
 		return
 	}
-	fresh, _ := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	fresh, _ := llama.Load("../testdata/hf/llama-tiny")
 	loaded, err := peft.Load(fresh, dir) // PEFT's inference form: the saved table
 	if err != nil {
 		fmt.Println(err)
@@ -63,7 +63,7 @@ func ExampleTuningConfig() {
 // P-tuning with an LSTM encoder: the encoder trains, its output is what
 // gets saved.
 func ExampleEncoderConfig() {
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	base, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

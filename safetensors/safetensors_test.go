@@ -29,7 +29,7 @@ func moduleRoot(t *testing.T) string {
 }
 
 func sharedDir(t *testing.T) string {
-	return filepath.Join(moduleRoot(t), "..", "shared")
+	return filepath.Join(moduleRoot(t), "testdata")
 }
 
 // rawFile writes an 8-byte little-endian length, header and data verbatim.
@@ -213,7 +213,7 @@ func TestHandMadeLayout(t *testing.T) {
 
 func TestHFFixtures(t *testing.T) {
 	shared := sharedDir(t)
-	model := filepath.Join(shared, "fixtures", "hf", "llama-tiny", "model.safetensors")
+	model := filepath.Join(shared, "hf", "llama-tiny", "model.safetensors")
 	require.FileExists(t, model)
 	f, err := Open(model)
 	require.NoError(t, err)
@@ -247,7 +247,7 @@ func TestHFFixtures(t *testing.T) {
 	require.IsIncreasing(t, set.Names())
 	require.NoError(t, set.Close())
 
-	exp := filepath.Join(shared, "fixtures", "hf", "expected", "llama-tiny__base.safetensors")
+	exp := filepath.Join(shared, "hf", "expected", "llama-tiny__base.safetensors")
 	require.FileExists(t, exp)
 	g, err := Open(exp)
 	require.NoError(t, err)

@@ -11,7 +11,7 @@ import (
 
 // The real tokenizer files are fetched by scripts/fetch-tokenizers.sh
 // (run by `make setup`) into a git-ignored cache; the golden ids live in
-// ../shared/fixtures/tokenizers. Both missing is a failure, not a skip.
+// testdata/tokenizers. Both missing is a failure, not a skip.
 
 func cacheDir() string {
 	if d := os.Getenv("GOPEFT_TOKENIZERS"); d != "" {
@@ -32,7 +32,7 @@ func fixturesDir() string {
 	if d := os.Getenv("GOPEFT_TOKENIZER_FIXTURES"); d != "" {
 		return d
 	}
-	return filepath.Join("..", "..", "shared", "fixtures", "tokenizers")
+	return filepath.Join("..", "testdata", "tokenizers")
 }
 
 var families = []string{"qwen3", "llama3", "llama2", "gemma3", "gpt2"}
@@ -81,7 +81,7 @@ func readGolden(t testing.TB, name string) []goldenCase {
 	path := filepath.Join(fixturesDir(), name+".json")
 	data, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("golden fixtures missing (../shared/fixtures/tokenizers): %v", err)
+		t.Fatalf("golden fixtures missing (testdata/tokenizers): %v", err)
 	}
 	var f struct {
 		Cases []goldenCase `json:"cases"`

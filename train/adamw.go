@@ -5,9 +5,9 @@ import (
 	"math"
 	"strconv"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 // AdamWConfig holds AdamW's hyper-parameters (PyTorch's defaults when zero:

@@ -8,7 +8,6 @@ import (
 	"github.com/gopeft/peft/adapter"
 	"github.com/gopeft/peft/data"
 	"github.com/gopeft/peft/ia3"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
@@ -18,6 +17,7 @@ import (
 	"github.com/gopeft/peft/prefix"
 	"github.com/gopeft/peft/prompt"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 	"github.com/stretchr/testify/require"
 )
@@ -145,9 +145,9 @@ func requireBaseUnchanged(t *testing.T, pm *peft.Model, before map[string][]byte
 }
 
 func fixtureDir(t *testing.T) string {
-	dir := "../../shared/fixtures/hf/llama-tiny"
+	dir := "../testdata/hf/llama-tiny"
 	_, err := llama.LoadConfig(dir)
-	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
+	require.NoError(t, err, "golden fixtures expected at testdata/hf")
 	return dir
 }
 

@@ -12,9 +12,9 @@ import (
 	"strings"
 
 	"github.com/gopeft/peft/internal/fsutil"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Files of a checkpoint-<step>/ folder besides what the model's Save

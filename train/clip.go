@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // ClipGradNorm is torch.nn.utils.clip_grad_norm_: the L2 norm of all the

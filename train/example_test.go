@@ -39,7 +39,7 @@ func ExampleTrainer() {
 		fmt.Println(err)
 		return
 	}
-	base, err := llama.Load("../../shared/fixtures/hf/llama-tiny")
+	base, err := llama.Load("../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

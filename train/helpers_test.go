@@ -6,15 +6,15 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/data"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
-var tinyDir = filepath.Join("..", "..", "shared", "fixtures", "hf", "llama-tiny")
+var tinyDir = filepath.Join("..", "testdata", "hf", "llama-tiny")
 
 // byteTok maps byte b to id 100+b (within llama-tiny's 512 ids); BOS 1,
 // EOS 2, PAD 0.

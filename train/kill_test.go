@@ -57,7 +57,7 @@ func TestCheckpointsSurviveKill(t *testing.T) {
 		return
 	}
 	_, err := os.Stat(tinyDir)
-	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
+	require.NoError(t, err, "golden fixtures expected at testdata/hf")
 	dir := t.TempDir()
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for k := 0; k < 5; k++ {

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/gopeft/peft/data"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Model is what the Trainer trains: anything with the library's forward

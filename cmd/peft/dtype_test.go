@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 

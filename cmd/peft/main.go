@@ -27,8 +27,7 @@ import (
 	_ "github.com/gopeft/peft/bitfit"  // registers BITFIT
 	_ "github.com/gopeft/peft/freeze"  // registers FREEZE
 	_ "github.com/gopeft/peft/ia3"     // registers IA3
-	"github.com/gopeft/peft/internal/tensor"
-	_ "github.com/gopeft/peft/lora" // registers LORA with peft.Load
+	_ "github.com/gopeft/peft/lora"    // registers LORA with peft.Load
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/models/bloom"
@@ -39,6 +38,7 @@ import (
 	_ "github.com/gopeft/peft/prefix" // registers PREFIX_TUNING
 	_ "github.com/gopeft/peft/prompt" // registers PROMPT_TUNING and P_TUNING
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 const usage = `usage: peft <command> [flags]

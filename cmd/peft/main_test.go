@@ -12,10 +12,10 @@ import (
 )
 
 func fixtures(t *testing.T) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "hf"))
+	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
 	require.NoError(t, err)
 	_, err = os.Stat(f)
-	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
+	require.NoError(t, err, "golden fixtures expected at testdata/hf")
 	return f
 }
 

@@ -28,13 +28,13 @@ func tokenizerCache() string {
 	return filepath.Join(base, "gopeft", "tokenizers")
 }
 
-// The CLI contract on the golden ids of ../shared/fixtures/tokenizers:
+// The CLI contract on the golden ids of testdata/tokenizers:
 // every case, with and without special tokens, in one run each.
 func TestTokenizeCommandGolden(t *testing.T) {
 	for _, fam := range []string{"qwen3", "llama3", "llama2", "gemma3", "gpt2"} {
 		t.Run(fam, func(t *testing.T) {
-			data, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "fixtures", "tokenizers", fam+".json"))
-			require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/tokenizers")
+			data, err := os.ReadFile(filepath.Join("..", "..", "testdata", "tokenizers", fam+".json"))
+			require.NoError(t, err, "golden fixtures expected at testdata/tokenizers")
 			var f struct {
 				Cases []struct {
 					Text           string `json:"text"`

@@ -16,17 +16,17 @@ import (
 	"path/filepath"
 
 	"github.com/gopeft/peft/adapter"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 )
 
 func main() {
-	model := flag.String("model", "../shared/fixtures/hf/llama-tiny", "HF LLaMA or BLOOM folder")
+	model := flag.String("model", "testdata/hf/llama-tiny", "HF LLaMA or BLOOM folder")
 	placement := flag.String("placement", "houlsby", "houlsby (after attention and FFN, norms trained) or pfeiffer (after the FFN)")
 	steps := flag.Int("steps", 40, "AdamW steps")
 	lr := flag.Float64("lr", 0.01, "learning rate")

@@ -13,16 +13,16 @@ import (
 	"strings"
 
 	"github.com/gopeft/peft/bitfit"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 )
 
 func main() {
-	model := flag.String("model", "../shared/fixtures/hf/bloom-tiny", "HF BLOOM folder")
+	model := flag.String("model", "testdata/hf/bloom-tiny", "HF BLOOM folder")
 	steps := flag.Int("steps", 40, "AdamW steps")
 	lr := flag.Float64("lr", 0.05, "learning rate")
 	target := flag.String("target", "", "comma-separated modules whose biases train (default: every bias)")

@@ -15,15 +15,15 @@ import (
 	"strings"
 
 	"github.com/gopeft/peft/freeze"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 )
 
 func main() {
-	model := flag.String("model", "../shared/fixtures/hf/llama-tiny", "HF LLaMA folder")
+	model := flag.String("model", "testdata/hf/llama-tiny", "HF LLaMA folder")
 	layers := flag.Int("layers", 1, "train the last N layers (negative: the first |N|)")
 	modules := flag.String("modules", "all", "comma-separated sub-modules of those layers that train")
 	extra := flag.String("extra", "lm_head", "comma-separated modules outside the layers that train")

@@ -16,16 +16,16 @@ import (
 	"path/filepath"
 
 	"github.com/gopeft/peft/ia3"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 )
 
 func main() {
-	model := flag.String("model", "../shared/fixtures/hf/bloom-tiny", "HF BLOOM or LLaMA folder")
+	model := flag.String("model", "testdata/hf/bloom-tiny", "HF BLOOM or LLaMA folder")
 	steps := flag.Int("steps", 60, "AdamW steps")
 	lr := flag.Float64("lr", 0.3, "learning rate")
 	flag.Parse()

@@ -51,7 +51,6 @@ import (
 	"time"
 
 	"github.com/gopeft/peft/internal/memstat"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
@@ -59,6 +58,7 @@ import (
 	"github.com/gopeft/peft/nn/quant"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 )
 
@@ -75,8 +75,8 @@ const mmapThreshold = "131072"
 
 func main() {
 	var o options
-	flag.StringVar(&o.model, "model", "../shared/fixtures/hf/llama-tiny", "HF LLaMA folder")
-	flag.StringVar(&o.text, "text", "../shared/reference/hf-peft.md", "task A: a text file, one token per byte (90% trains, 10% held out)")
+	flag.StringVar(&o.model, "model", "testdata/hf/llama-tiny", "HF LLaMA folder")
+	flag.StringVar(&o.text, "text", "README.md", "task A: a text file, one token per byte (90% trains, 10% held out)")
 	flag.BoolVar(&o.bench, "bench", false, "use the 33.5M benchmark config (hidden 512, 8 layers, vocab 8000; random init) instead of -model")
 	flag.StringVar(&o.quantType, "quant", "nf4", "4-bit codebook: nf4 or fp4")
 	flag.BoolVar(&o.doubleQuant, "double-quant", true, "quantize the absmax scales too (8-bit, blocks of 256)")

@@ -1,6 +1,6 @@
 // Package fuzzseed gives the fuzz targets of the repository their seed
-// corpora from the shared fixtures (../shared/fixtures beside the
-// repository), when they are present.
+// corpora from the repository's golden fixtures (testdata/ at the module
+// root), when they are present.
 package fuzzseed
 
 import (
@@ -16,7 +16,7 @@ import (
 const MaxSize = 4 << 20
 
 // Dir is the shared fixtures folder, found from the working directory
-// upward (the folder holding go.mod, then ../shared/fixtures); "" when
+// upward (the folder holding go.mod, then its testdata); "" when
 // there is none.
 func Dir() string {
 	wd, err := os.Getwd()
@@ -25,7 +25,7 @@ func Dir() string {
 	}
 	for d := wd; ; d = filepath.Dir(d) {
 		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			fx := filepath.Join(d, "..", "shared", "fixtures")
+			fx := filepath.Join(d, "testdata")
 			if st, err := os.Stat(fx); err == nil && st.IsDir() {
 				return fx
 			}

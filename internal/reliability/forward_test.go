@@ -23,9 +23,9 @@ func ids(v []int64, shape ...int64) *ts.Tensor { return ts.MustOfSlice(v).MustVi
 // (LoRA, IA3, prompt tuning, P-tuning, prefix tuning) returns an error, not
 // a panic, for inputs of inconsistent shapes.
 func TestBadInputsThroughEveryMethod(t *testing.T) {
-	fx := filepath.Join("..", "..", "..", "shared", "fixtures", "hf")
+	fx := filepath.Join("..", "..", "testdata", "hf")
 	_, err := os.Stat(fx)
-	require.NoError(t, err, "golden fixtures expected at ../shared/fixtures/hf")
+	require.NoError(t, err, "golden fixtures expected at testdata/hf")
 	in := ids([]int64{1, 5, 7, 9, 11, 13}, 2, 3)
 	cases := map[string]models.Inputs{
 		"mask of another length":     {InputIDs: in, AttentionMask: ids([]int64{1, 1, 1, 1}, 2, 2)},

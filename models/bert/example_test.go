@@ -14,7 +14,7 @@ import (
 // Load a HF BertForSequenceClassification folder and classify a batch,
 // with a loss for the labels.
 func ExampleLoad() {
-	m, err := bert.Load("../../../shared/fixtures/hf/bert-tiny")
+	m, err := bert.Load("../../testdata/hf/bert-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -42,7 +42,7 @@ func ExampleLoad() {
 // on query and value, and the classifier head trained in full (and saved
 // with the adapter).
 func ExampleLoadForSequenceClassification() {
-	base, err := bert.LoadForSequenceClassification("../../../shared/fixtures/hf/bert-tiny")
+	base, err := bert.LoadForSequenceClassification("../../testdata/hf/bert-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

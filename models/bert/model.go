@@ -39,10 +39,10 @@ import (
 	"strings"
 
 	"github.com/gopeft/peft/internal/fsutil"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Model is BertModel: embeddings, encoder and (when it has one) pooler.

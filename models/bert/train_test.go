@@ -10,7 +10,6 @@ import (
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/freeze"
 	"github.com/gopeft/peft/ia3"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bert"
@@ -18,6 +17,7 @@ import (
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/prefix"
 	"github.com/gopeft/peft/prompt"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 	"github.com/stretchr/testify/require"
 )

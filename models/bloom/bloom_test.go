@@ -8,18 +8,18 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
 func fixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "hf"))
+	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
 	require.NoError(t, err)
 	_, err = os.Stat(f)
-	require.NoError(t, err, "the golden fixtures must be at ../shared/fixtures/hf")
+	require.NoError(t, err, "the golden fixtures must be at testdata/hf")
 	return f
 }
 

@@ -5,11 +5,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
@@ -66,7 +66,7 @@ func requireSame(t *testing.T, m trainable) {
 // gradients: full fine-tuning (the embedding layernorm feeds the first
 // block with a graph) and LoRA on query_key_value.
 func TestCheckpointingSameGradients(t *testing.T) {
-	m, err := bloom.Load(filepath.Join("..", "..", "..", "shared", "fixtures", "hf", "bloom-tiny"))
+	m, err := bloom.Load(filepath.Join("..", "..", "testdata", "hf", "bloom-tiny"))
 	require.NoError(t, err)
 	requireSame(t, m)
 	pm, err := lora.Wrap(m, &lora.Config{R: 4, LoraAlpha: 8, TargetModules: lora.List("query_key_value", "dense_4h_to_h"),

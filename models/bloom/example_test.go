@@ -10,7 +10,7 @@ import (
 
 // Load a HF BLOOM folder and run one forward pass with a loss.
 func ExampleLoad() {
-	m, err := bloom.Load("../../../shared/fixtures/hf/bloom-tiny")
+	m, err := bloom.Load("../../testdata/hf/bloom-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

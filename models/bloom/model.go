@@ -29,9 +29,9 @@ import (
 	"runtime"
 
 	"github.com/gopeft/peft/internal/fsutil"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Model is BloomForCausalLM.

@@ -7,18 +7,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	_ "github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
 func fx(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "hf"))
+	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
 	require.NoError(t, err)
 	_, err = os.Stat(f)
 	require.NoError(t, err)

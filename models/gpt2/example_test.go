@@ -10,7 +10,7 @@ import (
 
 // Load a HF GPT-2 folder and run one forward pass with a loss.
 func ExampleLoad() {
-	m, err := gpt2.Load("../../../shared/fixtures/hf/gpt2-tiny")
+	m, err := gpt2.Load("../../testdata/hf/gpt2-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

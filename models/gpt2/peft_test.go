@@ -10,7 +10,6 @@ import (
 	"github.com/gopeft/peft/adapter"
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/ia3"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/gpt2"
@@ -19,12 +18,13 @@ import (
 	"github.com/gopeft/peft/prefix"
 	"github.com/gopeft/peft/prompt"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 	"github.com/stretchr/testify/require"
 )
 
 func fx(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "..", "shared", "fixtures", "hf"))
+	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
 	require.NoError(t, err)
 	_, err = os.Stat(f)
 	require.NoError(t, err)

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
@@ -13,6 +12,7 @@ import (
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/prefix"
 	"github.com/gopeft/peft/prompt"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
@@ -95,7 +95,7 @@ var (
 )
 
 func tinyBase(t *testing.T) *llama.Model {
-	m, err := llama.Load(filepath.Join("..", "..", "..", "shared", "fixtures", "hf", "llama-tiny"))
+	m, err := llama.Load(filepath.Join("..", "..", "testdata", "hf", "llama-tiny"))
 	require.NoError(t, err)
 	return m
 }

@@ -10,7 +10,7 @@ import (
 
 // Load a HF checkpoint folder and run one forward pass with a loss.
 func ExampleLoad() {
-	m, err := llama.Load("../../../shared/fixtures/hf/llama-tiny")
+	m, err := llama.Load("../../testdata/hf/llama-tiny")
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -5,12 +5,12 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
@@ -131,7 +131,7 @@ const (
 // labels.
 func TestFusedHeadSameLossAndGradients(t *testing.T) {
 	withChunk(t, 1) // 16 rows a chunk: 17 rows with a target → 2 chunks
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "hf", "llama-tiny")
+	dir := filepath.Join("..", "..", "testdata", "hf", "llama-tiny")
 	for _, dt := range []string{"float32", "bfloat16"} {
 		base, err := llama.Load(dir, models.WithDType(dt))
 		require.NoError(t, err)
@@ -185,7 +185,7 @@ func TestFusedHeadLargeVocab(t *testing.T) {
 // modules_to_save, and full fine-tuning.
 func TestFusedHeadFallsBackWhenTheHeadTrains(t *testing.T) {
 	withChunk(t, 1)
-	dir := filepath.Join("..", "..", "..", "shared", "fixtures", "hf", "llama-tiny")
+	dir := filepath.Join("..", "..", "testdata", "hf", "llama-tiny")
 	load := func() *llama.Model {
 		m, err := llama.Load(dir)
 		require.NoError(t, err)

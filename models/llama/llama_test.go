@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,9 +23,9 @@ func fixtures(t testing.TB) string {
 		require.NotEqual(t, parent, dir, "go.mod not found")
 		dir = parent
 	}
-	f := filepath.Join(dir, "..", "shared", "fixtures", "hf")
+	f := filepath.Join(dir, "testdata", "hf")
 	_, err = os.Stat(f)
-	require.NoError(t, err, "the golden fixtures must be at ../shared/fixtures/hf")
+	require.NoError(t, err, "the golden fixtures must be at testdata/hf")
 	return f
 }
 

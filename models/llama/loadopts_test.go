@@ -7,18 +7,18 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
 // tinyCheckpoint writes llama-tiny's config and weights with one tensor's
 // dtype changed by edit (the bytes are rewritten to match the new dtype).
 func tinyCheckpoint(t *testing.T, key string, dt safetensors.DType) string {
-	src := filepath.Join("..", "..", "..", "shared", "fixtures", "hf", "llama-tiny")
+	src := filepath.Join("..", "..", "testdata", "hf", "llama-tiny")
 	dir := t.TempDir()
 	cfg, err := os.ReadFile(filepath.Join(src, "config.json"))
 	require.NoError(t, err)
@@ -75,7 +75,7 @@ func TestLoadDTypeErrors(t *testing.T) {
 // dtype auto follows config.json's torch_dtype, else the checkpoint's
 // floating-point tensors; the loaded model's config records what it is.
 func TestLoadDTypeAuto(t *testing.T) {
-	src := filepath.Join("..", "..", "..", "shared", "fixtures", "hf", "llama-tiny")
+	src := filepath.Join("..", "..", "testdata", "hf", "llama-tiny")
 	m, err := llama.Load(src) // torch_dtype float32
 	require.NoError(t, err)
 	require.Equal(t, tensor.Float32, m.DType())

@@ -12,11 +12,11 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 

@@ -16,10 +16,10 @@ import (
 	"runtime"
 
 	"github.com/gopeft/peft/internal/fsutil"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Model is LlamaForCausalLM.

@@ -8,10 +8,10 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 	"github.com/sugarme/gotch/ts"
 )

@@ -12,7 +12,7 @@ import (
 // Load a HF checkpoint with its linear layers in 4 bits (NF4, double
 // quantization), lm_head kept in float32 as transformers does.
 func ExampleLoadQuantized() {
-	m, err := llama.LoadQuantized("../../../shared/fixtures/hf/llama-tiny", quant.Config{UseDoubleQuant: true})
+	m, err := llama.LoadQuantized("../../testdata/hf/llama-tiny", quant.Config{UseDoubleQuant: true})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -3,9 +3,9 @@ package quant_test
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/nn/quant"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Quantize a float32 Linear to NF4 with double quantization: the layer

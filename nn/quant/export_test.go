@@ -1,6 +1,6 @@
 package quant
 
-import "github.com/gopeft/peft/internal/tensor"
+import "github.com/gopeft/peft/tensor"
 
 // Offset exposes the double-quantization offset (the mean absmax, whose
 // float32 summation order is libtorch's) to the tests, which recompute

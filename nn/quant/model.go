@@ -3,8 +3,8 @@ package quant
 import (
 	"fmt"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Quantize replaces every nn.Linear under m that cfg selects by a 4-bit

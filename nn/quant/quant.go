@@ -35,7 +35,7 @@ import (
 	"math"
 	"strings"
 
-	"github.com/gopeft/peft/internal/tensor"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Type is a 4-bit codebook: bitsandbytes' quant_type.

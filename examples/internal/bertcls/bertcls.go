@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"math/rand"
 
-	"github.com/gopeft/peft/internal/tensor"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/train"
 )
 

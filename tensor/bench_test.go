@@ -8,7 +8,7 @@ package tensor
 //     binding over libtch),
 //   - BenchmarkAddTS*: gotch's ts.Tensor API with del=false.
 //
-// Run with: go test -run '^$' -bench Add -benchtime 200000x ./internal/tensor/
+// Run with: go test -run '^$' -bench Add -benchtime 200000x ./tensor/
 // The op itself (a 64-float add) takes well under a microsecond: these
 // numbers are the cost of a binding's bookkeeping per op.
 

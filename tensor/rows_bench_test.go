@@ -14,7 +14,7 @@ import (
 // (OpenBLAS GEMM), and one libtorch mv per row (OpenBLAS GEMV). One op is
 // one whole step. Run with:
 //
-//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStep ./internal/tensor/
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStep ./tensor/
 func BenchmarkDecodeStepWeights(b *testing.B) {
 	s := NoGradScope()
 	defer s.Close()
@@ -66,7 +66,7 @@ func decodeStepWeights(s *Scope, dt DType) []*T {
 // run, forced by the test hook), libtorch's linear and one libtorch mv per
 // row. GB/s is the weights' bytes (58.9 MB) per step over its time.
 //
-//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepWeightsBF16 ./internal/tensor/
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepWeightsBF16 ./tensor/
 func BenchmarkDecodeStepWeightsBF16(b *testing.B) {
 	s := NoGradScope()
 	defer s.Close()
@@ -114,7 +114,7 @@ func BenchmarkDecodeStepWeightsBF16(b *testing.B) {
 // bytes read and written) and summing one (a read only, as the kernels
 // read their weights), on libtorch's threads.
 //
-//	OMP_NUM_THREADS=2 go test -run '^$' -bench CopyBandwidth ./internal/tensor/
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench CopyBandwidth ./tensor/
 func BenchmarkCopyBandwidth(b *testing.B) {
 	s := NoGradScope()
 	defer s.Close()
@@ -144,14 +144,14 @@ func BenchmarkCopyBandwidth(b *testing.B) {
 // 768×3072, mlp.c_proj 3072×768), with bias: Conv1D (the few-rows kernel
 // up to 4 rows) against libtorch's addmm (OpenBLAS GEMM), as before.
 //
-//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepConv1D ./internal/tensor/
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepConv1D ./tensor/
 func BenchmarkDecodeStepConv1D(b *testing.B) { benchmarkDecodeStepConv1D(b, Float32) }
 
 // BenchmarkDecodeStepConv1DBF16 is BenchmarkDecodeStepConv1D in bfloat16
 // (Conv1D's kernel widens bfloat16 to float32 on every CPU). GB/s is the
 // weights' bytes (170 MB) per step over its time.
 //
-//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepConv1DBF16 ./internal/tensor/
+//	OMP_NUM_THREADS=2 go test -run '^$' -bench DecodeStepConv1DBF16 ./tensor/
 func BenchmarkDecodeStepConv1DBF16(b *testing.B) { benchmarkDecodeStepConv1D(b, BFloat16) }
 
 func benchmarkDecodeStepConv1D(b *testing.B, dt DType) {
