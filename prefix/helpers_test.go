@@ -1,121 +1,26 @@
 package prefix_test
 
 import (
-	"encoding/json"
-	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models/llama"
-	"github.com/gopeft/peft/nn"
-	"github.com/gopeft/peft/safetensors"
-	"github.com/gopeft/peft/tensor"
-	"github.com/stretchr/testify/require"
 )
 
-func fixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "testdata", "hf"))
-	require.NoError(t, err)
-	_, err = os.Stat(f)
-	require.NoError(t, err, "golden fixtures expected at testdata/hf")
-	return f
-}
-
 func adapterDir(t testing.TB, name string) string {
-	return filepath.Join(fixtures(t), "adapters", "llama-tiny", name)
+	return testutil.Fixtures(t, "adapters", "llama-tiny", name)
 }
 
 func loadBase(t testing.TB) *llama.Model {
-	base, err := llama.Load(filepath.Join(fixtures(t), "llama-tiny"))
-	require.NoError(t, err)
+	base, err := llama.Load(filepath.Join(testutil.Fixtures(t), "llama-tiny"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return base
 }
 
-type expected struct{ set *safetensors.Set }
-
-func openExpected(t testing.TB, name string) *expected {
-	set, err := safetensors.OpenFiles(filepath.Join(fixtures(t), "expected", "llama-tiny__"+name+".safetensors"))
-	require.NoError(t, err)
-	t.Cleanup(func() { set.Close() })
-	return &expected{set}
-}
-
-func (e *expected) f32(t testing.TB, key string) []float32 {
-	b, err := e.set.Data(key)
-	require.NoError(t, err, key)
-	return append([]float32(nil), safetensors.Float32s(b)...)
-}
-
-func (e *expected) i64(t testing.TB, key string) ([]int64, []int64) {
-	info, _, ok := e.set.Info(key)
-	require.True(t, ok, key)
-	b, _ := e.set.Data(key)
-	return append([]int64(nil), safetensors.Int64s(b)...), info.Shape
-}
-
-func (e *expected) meta(t testing.TB, key string) string {
-	v, ok := e.set.Files()[0].Metadata()[key]
-	require.True(t, ok, key)
-	return v
-}
-
-func maxDiff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
-}
-
-type forwarder interface {
-	ForwardT(*tensor.Scope, *models.Batch) *models.Output
-}
-
-// logitsOf runs a forward pass on the fixture inputs and returns the logits
-// and their shape.
-func logitsOf(t testing.TB, m forwarder, e *expected) ([]float32, []int64) {
-	ids, shape := e.i64(t, "input_ids")
-	mask, _ := e.i64(t, "attention_mask")
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
-	require.NoError(t, s.Err())
-	return s.Float32s(out.Logits), out.Logits.Shape()
-}
-
-func readJSON(t testing.TB, path string) map[string]any {
-	data, err := os.ReadFile(path)
-	require.NoError(t, err)
-	var m map[string]any
-	require.NoError(t, json.Unmarshal(data, &m))
-	return m
-}
-
-// snapshot copies every parameter's values (to check what training changed).
-func snapshot(t testing.TB, m nn.Module) map[string][]float32 {
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := map[string][]float32{}
-	for _, np := range nn.NamedParams(m) {
-		out[np.Name] = append([]float32(nil), s.Float32s(np.Param.T())...)
-	}
-	require.NoError(t, s.Err())
-	return out
-}
-
-func equalF32(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+// openExpected opens the llama-tiny golden file of a case.
+func openExpected(t testing.TB, name string) *testutil.Expected {
+	return testutil.OpenExpected(t, "llama-tiny__"+name)
 }

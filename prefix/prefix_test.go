@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
@@ -42,31 +43,31 @@ func TestFixtures(t *testing.T) {
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
 			require.Empty(t, m.TrainableParams(), "loaded for inference")
-			got, shape := logitsOf(t, m, e)
+			got, shape := testutil.LogitsOf(t, m, e)
 			require.Equal(t, []int64{2, 12, 512}, shape)
-			d := maxDiff(got, e.f32(t, "logits"))
+			d := testutil.MaxDiff(got, e.F32(t, "logits"))
 			t.Logf("max abs diff %.3g", d)
 			require.LessOrEqual(t, d, 1e-4)
 
 			restore := m.DisableAdapters()
-			got, _ = logitsOf(t, m, e)
-			require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits_disabled")), 1e-4)
+			got, _ = testutil.LogitsOf(t, m, e)
+			require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits_disabled")), 1e-4)
 			restore()
 
-			ids, ishape := e.i64(t, "input_ids")
-			mask, _ := e.i64(t, "attention_mask")
+			ids, ishape := e.I64(t, "input_ids")
+			mask, _ := e.I64(t, "attention_mask")
 			s := tensor.NoGradScope()
 			defer s.Close()
 			idsT, maskT := s.FromInt64(ids, ishape...), s.FromInt64(mask, ishape...)
 			out, err := m.Forward(models.Inputs{InputIDs: idsT.Clone().ToTS(), AttentionMask: maskT.Clone().ToTS()})
 			require.NoError(t, err)
-			require.LessOrEqual(t, maxDiff(s.Float32s(s.Track(tensor.FromTS(out.Logits))), e.f32(t, "logits")), 1e-4)
+			require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(s.Track(tensor.FromTS(out.Logits))), e.F32(t, "logits")), 1e-4)
 
 			// explicit position ids count the caller's tokens; PEFT shifts them by P
 			pos := s.Expand(s.Unsqueeze(s.Arange(tensor.Int64, 0, 12), 0), 2, 12)
 			res := m.ForwardT(s, &models.Batch{InputIDs: idsT, AttentionMask: maskT, PositionIDs: pos})
 			require.NoError(t, s.Err())
-			require.LessOrEqual(t, maxDiff(s.Float32s(res.Logits), e.f32(t, "logits")), 1e-4)
+			require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(res.Logits), e.F32(t, "logits")), 1e-4)
 		})
 	}
 }
@@ -96,8 +97,8 @@ func TestCreatedAdapterHasPEFTsFormat(t *testing.T) {
 			require.Equal(t, []int64{8, 2 * 2 * 32}, wi.Shape)
 			require.Equal(t, wi.Shape, gi.Shape)
 			require.Equal(t, wi.DType, gi.DType)
-			wc := readJSON(t, filepath.Join(py, peft.ConfigName))
-			gc := readJSON(t, filepath.Join(dir, peft.ConfigName))
+			wc := testutil.ReadJSON(t, filepath.Join(py, peft.ConfigName))
+			gc := testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName))
 			require.Equal(t, keys(wc), keys(gc))
 			require.Equal(t, wc, gc)
 		})
@@ -147,7 +148,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			dir := t.TempDir()
 			require.NoError(t, m.Save(dir))
 			sameWeights(t, filepath.Join(src, peft.WeightsName), filepath.Join(dir, peft.WeightsName))
-			require.Equal(t, readJSON(t, filepath.Join(src, peft.ConfigName)), readJSON(t, filepath.Join(dir, peft.ConfigName)))
+			require.Equal(t, testutil.ReadJSON(t, filepath.Join(src, peft.ConfigName)), testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName)))
 		})
 	}
 }
@@ -176,13 +177,13 @@ func TestCreatedAdapterRoundTrip(t *testing.T) {
 			m, err := peft.New(loadBase(t), cfg)
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
-			want, _ := logitsOf(t, m, e)
+			want, _ := testutil.LogitsOf(t, m, e)
 			dir := t.TempDir()
 			require.NoError(t, m.Save(dir))
 			loaded, err := peft.Load(loadBase(t), dir)
 			require.NoError(t, err)
 			defer nn.FreeParams(loaded)
-			got, _ := logitsOf(t, loaded, e)
+			got, _ := testutil.LogitsOf(t, loaded, e)
 			require.Equal(t, want, got)
 			again := t.TempDir()
 			require.NoError(t, loaded.Save(again))
@@ -234,7 +235,7 @@ func TestZeroInit(t *testing.T) {
 		s.Close()
 		dir := t.TempDir()
 		require.NoError(t, m.Save(dir))
-		require.Equal(t, "zero", readJSON(t, filepath.Join(dir, peft.ConfigName))["init_weights"])
+		require.Equal(t, "zero", testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName))["init_weights"])
 		nn.FreeParams(m)
 	}
 }
@@ -243,8 +244,8 @@ func TestZeroInit(t *testing.T) {
 // prefix encoder changes.
 func TestTrainingLowersLoss(t *testing.T) {
 	e := openExpected(t, "prefix-proj")
-	ids, shape := e.i64(t, "input_ids")
-	mask, _ := e.i64(t, "attention_mask")
+	ids, shape := e.I64(t, "input_ids")
+	mask, _ := e.I64(t, "attention_mask")
 	labels := append([]int64(nil), ids...)
 	for i, v := range mask {
 		if v == 0 {
@@ -257,7 +258,7 @@ func TestTrainingLowersLoss(t *testing.T) {
 			m, err := peft.New(loadBase(t), cfg)
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
-			before := snapshot(t, m)
+			before := testutil.Snapshot(t, m)
 			opt := train.NewAdamW(m.TrainableParams(), train.AdamWConfig{LR: 1e-2})
 			defer opt.Free()
 			var losses []float64
@@ -278,16 +279,16 @@ func TestTrainingLowersLoss(t *testing.T) {
 				require.Less(t, losses[i], losses[i-1], "step %d", i)
 			}
 			require.Less(t, losses[len(losses)-1], losses[0]-0.02)
-			after := snapshot(t, m)
+			after := testutil.Snapshot(t, m)
 			changed := 0
 			for k, v := range before {
 				if strings.HasPrefix(k, "prompt_encoder.") {
-					if !equalF32(v, after[k]) {
+					if !testutil.EqualF32(v, after[k]) {
 						changed++
 					}
 					continue
 				}
-				require.True(t, equalF32(v, after[k]), "base weight %s changed", k)
+				require.True(t, testutil.EqualF32(v, after[k]), "base weight %s changed", k)
 			}
 			require.Equal(t, len(m.TrainableParams()), changed)
 		})
@@ -304,13 +305,13 @@ func TestCacheDecoding(t *testing.T) {
 			m, err := peft.Load(loadBase(t), adapterDir(t, name))
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
-			ids, shape := e.i64(t, "input_ids")
-			mask, _ := e.i64(t, "attention_mask")
+			ids, shape := e.I64(t, "input_ids")
+			mask, _ := e.I64(t, "attention_mask")
 			s := tensor.NoGradScope()
 			defer s.Close()
 			L := shape[1]
 			idsT, maskT := s.FromInt64(ids, shape...), s.FromInt64(mask, shape...)
-			want := e.f32(t, "logits")
+			want := e.F32(t, "logits")
 			var last []float32 // expected logits at position L-1 of both rows
 			for b := 0; b < 2; b++ {
 				off := (b*int(L) + int(L) - 1) * 512
@@ -325,7 +326,7 @@ func TestCacheDecoding(t *testing.T) {
 			step := m.ForwardT(s, &models.Batch{InputIDs: s.Narrow(idsT, 1, L-1, 1), AttentionMask: maskT,
 				PastKeyValues: cache, UseCache: true})
 			require.NoError(t, s.Err())
-			d := maxDiff(s.Float32s(step.Logits), last)
+			d := testutil.MaxDiff(s.Float32s(step.Logits), last)
 			t.Logf("cached step vs PEFT's full forward: %.3g", d)
 			require.LessOrEqual(t, d, 1e-4)
 		})
@@ -366,8 +367,8 @@ func TestErrors(t *testing.T) {
 		require.True(t, errors.Is(err, peft.ErrNotMergeable), "%v", err)
 		require.ErrorContains(t, err, "PREFIX_TUNING")
 		e := openExpected(t, "prefix-proj")
-		got, _ := logitsOf(t, m, e)
-		require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits")), 1e-4, "the model still works")
+		got, _ := testutil.LogitsOf(t, m, e)
+		require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), 1e-4, "the model still works")
 	})
 	t.Run("bad init_weights", func(t *testing.T) {
 		_, err := peft.New(loadBase(t), &prefix.Config{PromptLearningConfig: peft.PromptLearningConfig{NumVirtualTokens: 4}, InitWeights: "ones"})

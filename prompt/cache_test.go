@@ -3,6 +3,7 @@ package prompt_test
 import (
 	"testing"
 
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
@@ -21,8 +22,8 @@ func TestCacheDecoding(t *testing.T) {
 			m, err := peft.Load(loadBase(t), adapterDir(t, name))
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
-			ids, shape := e.i64(t, "input_ids")
-			mask, _ := e.i64(t, "attention_mask")
+			ids, shape := e.I64(t, "input_ids")
+			mask, _ := e.I64(t, "attention_mask")
 			s := tensor.NoGradScope()
 			defer s.Close()
 			B, L := shape[0], shape[1]
@@ -45,7 +46,7 @@ func TestCacheDecoding(t *testing.T) {
 			require.NoError(t, s.Err())
 			require.Equal(t, []int64{B, 1, 512}, step.Logits.Shape())
 			require.Equal(t, 8+L, cache.Len())
-			d := maxDiff(s.Float32s(step.Logits), want)
+			d := testutil.MaxDiff(s.Float32s(step.Logits), want)
 			t.Logf("cached step vs full forward: %.3g", d)
 			require.LessOrEqual(t, d, 1e-4)
 		})

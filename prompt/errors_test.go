@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
@@ -64,15 +65,15 @@ func TestErrors(t *testing.T) {
 		require.ErrorContains(t, err, `adapter "default" is P_TUNING, which is not mergeable`)
 		_, err = m.MergeAndUnload()
 		require.True(t, errors.Is(err, peft.ErrNotMergeable), "%v", err)
-		got, _ := logitsOf(t, m, e)
-		require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits")), 1e-4, "the model still works")
+		got, _ := testutil.LogitsOf(t, m, e)
+		require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), 1e-4, "the model still works")
 		base, err := m.Unload()
 		require.NoError(t, err)
 		for _, p := range nn.Paths(base) {
 			require.NotContains(t, p, "prompt_encoder")
 		}
-		got, _ = logitsOf(t, base, e)
-		require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits_base")), 1e-4)
+		got, _ = testutil.LogitsOf(t, base, e)
+		require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits_base")), 1e-4)
 	})
 	t.Run("bad config fields", func(t *testing.T) {
 		for _, c := range []struct{ adapter, from, to, field string }{
@@ -132,12 +133,12 @@ func TestMultipleAdapters(t *testing.T) {
 	require.NoError(t, err)
 	defer nn.FreeParams(m)
 	require.NoError(t, m.LoadAdapter(adapterDir(t, "prompt-tuning-text"), "text"))
-	got, _ := logitsOf(t, m, e)
-	require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits")), 1e-4, "default stays active")
+	got, _ := testutil.LogitsOf(t, m, e)
+	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), 1e-4, "default stays active")
 
 	require.NoError(t, m.SetAdapter("text"))
-	got, _ = logitsOf(t, m, e)
-	require.LessOrEqual(t, maxDiff(got, openExpected(t, "prompt-tuning-text").f32(t, "logits")), 1e-4)
+	got, _ = testutil.LogitsOf(t, m, e)
+	require.LessOrEqual(t, testutil.MaxDiff(got, openExpected(t, "prompt-tuning-text").F32(t, "logits")), 1e-4)
 	var trainable []string
 	for _, np := range m.TrainableParams() {
 		trainable = append(trainable, np.Name)
@@ -149,8 +150,8 @@ func TestMultipleAdapters(t *testing.T) {
 	require.Equal(t, []string{"default", "text", "third"}, m.Adapters())
 	require.NoError(t, m.DeleteAdapter("text"))
 	require.Equal(t, "default", m.ActiveAdapter())
-	got, _ = logitsOf(t, m, e)
-	require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits")), 1e-4)
+	got, _ = testutil.LogitsOf(t, m, e)
+	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), 1e-4)
 	for _, np := range nn.NamedParams(m) {
 		require.NotContains(t, np.Name, ".text.")
 	}

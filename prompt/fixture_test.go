@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
@@ -27,21 +28,21 @@ func TestFixtures(t *testing.T) {
 			defer nn.FreeParams(m)
 			require.Empty(t, m.TrainableParams(), "loaded for inference")
 
-			got, shape := logitsOf(t, m, e)
+			got, shape := testutil.LogitsOf(t, m, e)
 			require.Equal(t, []int64{2, 20, 512}, shape)
-			d := maxDiff(got, e.f32(t, "logits"))
+			d := testutil.MaxDiff(got, e.F32(t, "logits"))
 			t.Logf("max abs diff %.3g", d)
 			require.LessOrEqual(t, d, 1e-4)
 
 			restore := m.DisableAdapters()
-			got, shape = logitsOf(t, m, e)
+			got, shape = testutil.LogitsOf(t, m, e)
 			require.Equal(t, []int64{2, 12, 512}, shape)
-			require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits_disabled")), 1e-4)
+			require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits_disabled")), 1e-4)
 			restore()
 
 			// the public entry point gives the same
-			ids, ishape := e.i64(t, "input_ids")
-			mask, _ := e.i64(t, "attention_mask")
+			ids, ishape := e.I64(t, "input_ids")
+			mask, _ := e.I64(t, "attention_mask")
 			s := tensor.NoGradScope()
 			defer s.Close()
 			idsT, maskT := s.FromInt64(ids, ishape...), s.FromInt64(mask, ishape...)
@@ -49,7 +50,7 @@ func TestFixtures(t *testing.T) {
 			out, err := m.Forward(models.Inputs{InputIDs: idsT.Clone().ToTS(), AttentionMask: maskT.Clone().ToTS()})
 			require.NoError(t, err)
 			require.Equal(t, []int64{2, 20, 512}, out.Logits.MustSize())
-			require.LessOrEqual(t, maxDiff(s.Float32s(s.Track(tensor.FromTS(out.Logits))), e.f32(t, "logits")), 1e-4)
+			require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(s.Track(tensor.FromTS(out.Logits))), e.F32(t, "logits")), 1e-4)
 		})
 	}
 }
@@ -60,12 +61,12 @@ func TestFixtures(t *testing.T) {
 func TestTextInitReproducesFixture(t *testing.T) {
 	e := openExpected(t, "prompt-tuning-text")
 	var ids []int64
-	require.NoError(t, json.Unmarshal([]byte(e.meta(t, "init_token_ids")), &ids))
+	require.NoError(t, json.Unmarshal([]byte(e.Meta(t, "init_token_ids")), &ids))
 	require.Greater(t, len(ids), 8, "the init text is longer than the virtual tokens: it is cut")
 	cfg := &prompt.TuningConfig{
 		PromptLearningConfig: peft.PromptLearningConfig{NumVirtualTokens: 8, BaseModelNameOrPath: "llama-tiny"},
 		PromptTuningInit:     prompt.Text,
-		PromptTuningInitText: e.meta(t, "init_text"),
+		PromptTuningInitText: e.Meta(t, "init_text"),
 		TokenizerKwargs:      map[string]any{"use_fast": false},
 		Tokenizer:            fakeTokenizer{ids: ids, name: "llama-tiny"},
 	}
@@ -84,12 +85,12 @@ func TestTextInitReproducesFixture(t *testing.T) {
 	defer s.Close()
 	require.Equal(t, safetensors.Float32s(wb), s.Float32s(state[0].Param.T()), "bit-identical to PEFT's init")
 
-	got, _ := logitsOf(t, m, e)
-	require.LessOrEqual(t, maxDiff(got, e.f32(t, "logits")), 1e-4)
+	got, _ := testutil.LogitsOf(t, m, e)
+	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), 1e-4)
 	// the config written is PEFT's, field for field
 	dir := t.TempDir()
 	require.NoError(t, m.Save(dir))
-	require.Equal(t, readJSON(t, filepath.Join(adapterDir(t, "prompt-tuning-text"), peft.ConfigName)), readJSON(t, filepath.Join(dir, peft.ConfigName)))
+	require.Equal(t, testutil.ReadJSON(t, filepath.Join(adapterDir(t, "prompt-tuning-text"), peft.ConfigName)), testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName)))
 }
 
 // Short inputs repeat the text's ids until the virtual tokens are filled.
@@ -133,7 +134,7 @@ func TestSampleVocabInit(t *testing.T) {
 		row := got[i*64 : (i+1)*64]
 		found := false
 		for id := 0; id < 512 && !found; id++ {
-			found = maxDiff(row, emb[id*64:(id+1)*64]) == 0
+			found = testutil.MaxDiff(row, emb[id*64:(id+1)*64]) == 0
 		}
 		require.True(t, found, "row %d is a word embedding", i)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/prompt"
@@ -60,8 +61,8 @@ func TestCreatedAdapterHasPEFTsFormat(t *testing.T) {
 				require.True(t, k == "format" || strings.HasPrefix(k, "gopeft."), k)
 			}
 
-			wc := readJSON(t, filepath.Join(py, peft.ConfigName))
-			gc := readJSON(t, filepath.Join(dir, peft.ConfigName))
+			wc := testutil.ReadJSON(t, filepath.Join(py, peft.ConfigName))
+			gc := testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName))
 			require.Equal(t, keys(wc), keys(gc), "same field set")
 			require.Equal(t, wc, gc)
 		})
@@ -89,7 +90,7 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			dir := t.TempDir()
 			require.NoError(t, m.Save(dir))
 			sameWeights(t, filepath.Join(src, peft.WeightsName), filepath.Join(dir, peft.WeightsName))
-			require.Equal(t, readJSON(t, filepath.Join(src, peft.ConfigName)), readJSON(t, filepath.Join(dir, peft.ConfigName)))
+			require.Equal(t, testutil.ReadJSON(t, filepath.Join(src, peft.ConfigName)), testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName)))
 		})
 	}
 }
@@ -119,19 +120,19 @@ func TestCreatedAdapterRoundTrip(t *testing.T) {
 			m, err := peft.New(loadBase(t), cfg)
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
-			want, _ := logitsOf(t, m, e)
+			want, _ := testutil.LogitsOf(t, m, e)
 			dir := t.TempDir()
 			require.NoError(t, m.Save(dir))
 
 			loaded, err := peft.Load(loadBase(t), dir)
 			require.NoError(t, err)
 			defer nn.FreeParams(loaded)
-			got, _ := logitsOf(t, loaded, e)
+			got, _ := testutil.LogitsOf(t, loaded, e)
 			require.Equal(t, want, got, "the loaded table is the encoder's output")
 			again := t.TempDir()
 			require.NoError(t, loaded.Save(again))
 			sameWeights(t, filepath.Join(dir, peft.WeightsName), filepath.Join(again, peft.WeightsName))
-			require.Equal(t, readJSON(t, filepath.Join(dir, peft.ConfigName)), readJSON(t, filepath.Join(again, peft.ConfigName)))
+			require.Equal(t, testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName)), testutil.ReadJSON(t, filepath.Join(again, peft.ConfigName)))
 		})
 	}
 }
@@ -152,7 +153,7 @@ func TestUnknownConfigFieldsSurvive(t *testing.T) {
 	defer nn.FreeParams(m)
 	out := t.TempDir()
 	require.NoError(t, m.Save(out))
-	require.Equal(t, []any{1.0, 2.0}, readJSON(t, filepath.Join(out, peft.ConfigName))["some_future_field"])
+	require.Equal(t, []any{1.0, 2.0}, testutil.ReadJSON(t, filepath.Join(out, peft.ConfigName))["some_future_field"])
 }
 
 // The trainable-parameter line counts what PEFT counts: the base model plus

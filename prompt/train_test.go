@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
@@ -24,8 +25,8 @@ func TestTrainingLowersLoss(t *testing.T) {
 			EncoderReparameterizationType: prompt.LSTM, EncoderHiddenSize: 32},
 	}
 	e := openExpected(t, "prompt-tuning-random")
-	ids, shape := e.i64(t, "input_ids")
-	mask, _ := e.i64(t, "attention_mask")
+	ids, shape := e.I64(t, "input_ids")
+	mask, _ := e.I64(t, "attention_mask")
 	labels := append([]int64(nil), ids...)
 	for i, v := range mask {
 		if v == 0 {
@@ -39,7 +40,7 @@ func TestTrainingLowersLoss(t *testing.T) {
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
 			nn.SetTraining(m, true)
-			before := snapshot(t, m)
+			before := testutil.Snapshot(t, m)
 			opt := train.NewAdamW(m.TrainableParams(), train.AdamWConfig{LR: 1e-2})
 			defer opt.Free()
 
@@ -63,32 +64,20 @@ func TestTrainingLowersLoss(t *testing.T) {
 			}
 			require.Less(t, losses[len(losses)-1], losses[0]-0.02)
 
-			after := snapshot(t, m)
+			after := testutil.Snapshot(t, m)
 			changed := 0
 			for k, v := range before {
 				if strings.HasPrefix(k, "prompt_encoder.") {
-					if !equalF32(v, after[k]) {
+					if !testutil.EqualF32(v, after[k]) {
 						changed++
 					}
 					continue
 				}
-				require.True(t, equalF32(v, after[k]), "base weight %s changed", k)
+				require.True(t, testutil.EqualF32(v, after[k]), "base weight %s changed", k)
 			}
 			require.Equal(t, len(m.TrainableParams()), changed, "every encoder parameter trained")
 		})
 	}
-}
-
-func equalF32(a, b []float32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // The labels get -100 for the virtual positions: the loss is the mean over
@@ -99,7 +88,7 @@ func TestLossIgnoresVirtualTokens(t *testing.T) {
 	require.NoError(t, err)
 	defer nn.FreeParams(m)
 	e := openExpected(t, "p-tuning-mlp")
-	ids, shape := e.i64(t, "input_ids")
+	ids, shape := e.I64(t, "input_ids")
 	s := tensor.NoGradScope()
 	defer s.Close()
 	idsT := s.FromInt64(ids, shape...)
