@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
@@ -16,38 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func fixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
-	require.NoError(t, err)
-	_, err = os.Stat(f)
-	require.NoError(t, err, "the golden fixtures must be at testdata/hf")
-	return f
-}
-
-type expectedFile struct{ set *safetensors.Set }
-
-func openExpected(t testing.TB) *expectedFile {
-	set, err := safetensors.OpenFiles(filepath.Join(fixtures(t), "expected", "bert-tiny__lora-seqcls.safetensors"))
-	require.NoError(t, err)
-	t.Cleanup(func() { set.Close() })
-	return &expectedFile{set}
-}
-
-func (e *expectedFile) f32(t testing.TB, key string) []float32 {
-	b, err := e.set.Data(key)
-	require.NoError(t, err, key)
-	return safetensors.Float32s(b)
-}
-
-func (e *expectedFile) i64(t testing.TB, key string) ([]int64, []int64) {
-	info, _, ok := e.set.Info(key)
-	require.True(t, ok, key)
-	b, err := e.set.Data(key)
-	require.NoError(t, err)
-	return safetensors.Int64s(b), info.Shape
-}
-
-func tinyDir(t testing.TB) string { return filepath.Join(fixtures(t), "bert-tiny") }
+func tinyDir(t testing.TB) string { return filepath.Join(testutil.Fixtures(t), "bert-tiny") }
 
 func loadTiny(t testing.TB) *ForSequenceClassification {
 	m, err := LoadForSequenceClassification(tinyDir(t))
@@ -56,31 +26,20 @@ func loadTiny(t testing.TB) *ForSequenceClassification {
 	return m
 }
 
-func maxAbsDiff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
-}
-
 // logits_base of the bert-tiny fixture is transformers'
 // BertForSequenceClassification on a left-padded batch: embeddings, post-LN
 // layers, key padding mask, pooler over position 0, classifier.
 func TestLogitsMatchHF(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t)
-	ids, shape := exp.i64(t, "input_ids")
-	mask, _ := exp.i64(t, "attention_mask")
+	exp := testutil.OpenExpected(t, "bert-tiny__lora-seqcls")
+	ids, shape := exp.I64(t, "input_ids")
+	mask, _ := exp.I64(t, "attention_mask")
 	s := tensor.NoGradScope()
 	defer s.Close()
 	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
 	require.NoError(t, s.Err())
 	require.Equal(t, []int64{2, 3}, out.Logits.Shape())
-	d := maxAbsDiff(s.Float32s(out.Logits), exp.f32(t, "logits_base"))
+	d := testutil.MaxDiff(s.Float32s(out.Logits), exp.F32(t, "logits_base"))
 	t.Logf("max abs diff vs HF: %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
 }
@@ -111,20 +70,20 @@ func TestLoadDispatchAndHeadMath(t *testing.T) {
 	byHand := s.Add(s.Matmul(out.PoolerOutput, s.Transpose(w.Weight.T(), 0, 1)), w.Bias.T())
 	got := cls.ForwardT(s, &models.Batch{InputIDs: ids})
 	require.NoError(t, s.Err())
-	require.LessOrEqual(t, maxAbsDiff(s.Float32s(got.Logits), s.Float32s(byHand)), 1e-6)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(got.Logits), s.Float32s(byHand)), 1e-6)
 	// and the pooler is tanh(dense(h[:, 0]))
 	p := enc.Pooler.Dense.(*nn.Linear)
 	pool := s.Tanh(s.Add(s.Matmul(s.Select(out.LastHiddenState, 1, 0), s.Transpose(p.Weight.T(), 0, 1)), p.Bias.T()))
-	require.LessOrEqual(t, maxAbsDiff(s.Float32s(out.PoolerOutput), s.Float32s(pool)), 1e-6)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(out.PoolerOutput), s.Float32s(pool)), 1e-6)
 }
 
 // BERT masks keys only: the ids at padded positions do not change any real
 // position's hidden state.
 func TestPaddedKeysAreInvisible(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t)
-	ids, shape := exp.i64(t, "input_ids")
-	mask, _ := exp.i64(t, "attention_mask")
+	exp := testutil.OpenExpected(t, "bert-tiny__lora-seqcls")
+	ids, shape := exp.I64(t, "input_ids")
+	mask, _ := exp.I64(t, "attention_mask")
 	other := append([]int64(nil), ids...)
 	for i := range other {
 		if mask[i] == 0 {
@@ -138,8 +97,8 @@ func TestPaddedKeysAreInvisible(t *testing.T) {
 	b, _ := m.Bert.encode(s, &models.Batch{InputIDs: s.FromInt64(other, shape...), AttentionMask: am})
 	require.NoError(t, s.Err())
 	real := func(x *tensor.T) []float32 { return s.Float32s(s.Narrow(s.Select(x, 0, 1), 0, 3, 9)) }
-	require.LessOrEqual(t, maxAbsDiff(real(a), real(b)), 1e-6)
-	require.Greater(t, maxAbsDiff(s.Float32s(s.Select(a, 0, 1)), s.Float32s(s.Select(b, 0, 1))), 1e-3, "padded queries do change")
+	require.LessOrEqual(t, testutil.MaxDiff(real(a), real(b)), 1e-6)
+	require.Greater(t, testutil.MaxDiff(s.Float32s(s.Select(a, 0, 1)), s.Float32s(s.Select(b, 0, 1))), 1e-3, "padded queries do change")
 }
 
 // Prefix key/values that the mask hides, with explicit positions 0…L-1,
@@ -160,8 +119,8 @@ func TestPrefixKV(t *testing.T) {
 		PositionIDs:   s.Unsqueeze(s.Arange(tensor.Int64, 0, 4), 0)})
 	visible := m.ForwardT(s, &models.Batch{InputIDs: ids, PrefixKV: prefix, AttentionMask: s.Ones(tensor.Int64, 2, 4)})
 	require.NoError(t, s.Err())
-	require.LessOrEqual(t, maxAbsDiff(s.Float32s(base.Logits), s.Float32s(hidden.Logits)), 1e-5)
-	require.Greater(t, maxAbsDiff(s.Float32s(base.Logits), s.Float32s(visible.Logits)), 1e-4)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(base.Logits), s.Float32s(hidden.Logits)), 1e-5)
+	require.Greater(t, testutil.MaxDiff(s.Float32s(base.Logits), s.Float32s(visible.Logits)), 1e-4)
 	m.ForwardT(s, &models.Batch{InputIDs: ids, PrefixKV: prefix[:1]})
 	require.ErrorContains(t, s.Err(), "prefix key/values for 1 layers")
 }
@@ -507,6 +466,6 @@ func TestCheckpointingGivesTheSameGradients(t *testing.T) {
 	defer ck.Free()
 	checked := grads(ck)
 	for k, v := range plain {
-		require.LessOrEqual(t, maxAbsDiff(v, checked[k]), 1e-5, k)
+		require.LessOrEqual(t, testutil.MaxDiff(v, checked[k]), 1e-5, k)
 	}
 }

@@ -1,8 +1,6 @@
 package bert_test
 
 import (
-	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,6 +8,7 @@ import (
 	"github.com/gopeft/peft/adapter"
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/ia3"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bert"
@@ -23,25 +22,6 @@ import (
 	"github.com/sugarme/gotch/ts"
 )
 
-func fx(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
-	require.NoError(t, err)
-	_, err = os.Stat(f)
-	require.NoError(t, err)
-	return f
-}
-
-func diff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
-}
-
 type fixture struct {
 	set       *safetensors.Set
 	ids, mask []int64
@@ -49,7 +29,7 @@ type fixture struct {
 }
 
 func openFixture(t *testing.T) *fixture {
-	set, err := safetensors.OpenFiles(filepath.Join(fx(t), "expected", "bert-tiny__lora-seqcls.safetensors"))
+	set, err := safetensors.OpenFiles(filepath.Join(testutil.Fixtures(t), "expected", "bert-tiny__lora-seqcls.safetensors"))
 	require.NoError(t, err)
 	t.Cleanup(func() { set.Close() })
 	f := &fixture{set: set}
@@ -85,27 +65,27 @@ func (f *fixture) run(t *testing.T, m interface {
 // back) and merged [B, num_labels] logits, and every merged parameter.
 func TestLoRASeqClsFixture(t *testing.T) {
 	f := openFixture(t)
-	base, err := bert.Load(filepath.Join(fx(t), "bert-tiny"))
+	base, err := bert.Load(filepath.Join(testutil.Fixtures(t), "bert-tiny"))
 	require.NoError(t, err)
-	m, err := peft.Load(base, filepath.Join(fx(t), "adapters", "bert-tiny", "lora-seqcls"))
+	m, err := peft.Load(base, filepath.Join(testutil.Fixtures(t), "adapters", "bert-tiny", "lora-seqcls"))
 	require.NoError(t, err)
 	require.Equal(t, "PeftModelForSequenceClassification", nn.TypeName(m))
 	require.Contains(t, nn.Format(m), "(classifier): ModulesToSaveWrapper(")
 
-	d := diff(f.run(t, m), f.f32(t, "logits"))
+	d := testutil.MaxDiff(f.run(t, m), f.f32(t, "logits"))
 	t.Logf("adapted max abs diff %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
 
 	restore := m.DisableAdapters()
-	d = diff(f.run(t, m), f.f32(t, "logits_disabled"))
+	d = testutil.MaxDiff(f.run(t, m), f.f32(t, "logits_disabled"))
 	t.Logf("disabled max abs diff %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
-	require.LessOrEqual(t, diff(f.run(t, m), f.f32(t, "logits_base")), 1e-4, "bias=none: disabled is the base model")
+	require.LessOrEqual(t, testutil.MaxDiff(f.run(t, m), f.f32(t, "logits_base")), 1e-4, "bias=none: disabled is the base model")
 	restore()
 
 	merged, err := m.MergeAndUnload()
 	require.NoError(t, err)
-	d = diff(f.run(t, merged), f.f32(t, "logits_merged"))
+	d = testutil.MaxDiff(f.run(t, merged), f.f32(t, "logits_merged"))
 	t.Logf("merged max abs diff %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
 	params := map[string]*nn.Param{}
@@ -121,7 +101,7 @@ func TestLoRASeqClsFixture(t *testing.T) {
 		}
 		p, ok := params[strings.TrimPrefix(key, "merged.")]
 		require.True(t, ok, key)
-		require.LessOrEqual(t, diff(s.Float32s(p.T()), f.f32(t, key)), 1e-5, key)
+		require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(p.T()), f.f32(t, key)), 1e-5, key)
 		n++
 	}
 	require.Equal(t, 6, n)
@@ -185,7 +165,7 @@ func TestSeqClsAdaptersRoundTrip(t *testing.T) {
 			loaded, err := peft.Load(newBase(t), dir)
 			require.NoError(t, err)
 			defer nn.FreeParams(loaded)
-			d := diff(f.run(t, loaded), want)
+			d := testutil.MaxDiff(f.run(t, loaded), want)
 			t.Logf("%s: reloaded max abs diff %.3g", c.name, d)
 			require.LessOrEqual(t, d, 1e-5)
 			require.Empty(t, loaded.TrainableParams(), "loaded for inference")
@@ -219,7 +199,7 @@ func TestPromptTuningOnEncoder(t *testing.T) {
 	want := base.ForwardT(s, &models.Batch{InputsEmbeds: emb, // the wrapped base: the adapter's classifier copy runs
 		AttentionMask: s.Cat(1, s.Ones(tensor.Int64, 2, 4), mask), TokenTypeIDs: s.Cat(1, s.Zeros(tensor.Int64, 2, 4), tt), Labels: labels})
 	require.NoError(t, s.Err())
-	require.LessOrEqual(t, diff(s.Float32s(got.Logits), s.Float32s(want.Logits)), 1e-6)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(got.Logits), s.Float32s(want.Logits)), 1e-6)
 	require.InDelta(t, s.Item(want.Loss), s.Item(got.Loss), 1e-6)
 
 	// CAUSAL_LM prompt learning does not fit a classifier
@@ -233,7 +213,7 @@ func TestPromptTuningOnEncoder(t *testing.T) {
 // the labels are not padded (as in PEFT): unpadded labels are a clear
 // error, labels padded with -100 give the loss over the real tokens.
 func TestPromptTuningTokenClassification(t *testing.T) {
-	cfg, err := bert.LoadConfig(filepath.Join(fx(t), "bert-tiny"))
+	cfg, err := bert.LoadConfig(filepath.Join(testutil.Fixtures(t), "bert-tiny"))
 	require.NoError(t, err)
 	cfg.InitializerRange = 0.125
 	base, err := bert.NewForTokenClassification(cfg, 3)
@@ -273,7 +253,7 @@ func TestSecondSeqClsAdapterHasItsOwnHead(t *testing.T) {
 	other := f.run(t, m)
 	require.NoError(t, m.SetAdapter(peft.DefaultAdapter))
 	def := f.run(t, m)
-	require.Greater(t, diff(def, other), 1e-3)
+	require.Greater(t, testutil.MaxDiff(def, other), 1e-3)
 	for _, np := range m.TrainableParams() {
 		require.NotContains(t, np.Name, ".other.", "only the active adapter trains")
 	}
@@ -288,13 +268,13 @@ func TestSecondSeqClsAdapterHasItsOwnHead(t *testing.T) {
 	loaded, err := peft.Load(newBase(t), filepath.Join(dir, "other"))
 	require.NoError(t, err)
 	defer nn.FreeParams(loaded)
-	require.LessOrEqual(t, diff(f.run(t, loaded), other), 1e-6)
+	require.LessOrEqual(t, testutil.MaxDiff(f.run(t, loaded), other), 1e-6)
 }
 
 // FEATURE_EXTRACTION on a bare BertModel: no head to save, the output is
 // the hidden states (with the virtual tokens under prompt tuning).
 func TestFeatureExtraction(t *testing.T) {
-	enc, err := bert.LoadModel(filepath.Join(fx(t), "bert-tiny"))
+	enc, err := bert.LoadModel(filepath.Join(testutil.Fixtures(t), "bert-tiny"))
 	require.NoError(t, err)
 	m, err := peft.New(enc, &prompt.TuningConfig{PromptLearningConfig: peft.PromptLearningConfig{NumVirtualTokens: 4, Task: peft.FeatureExtraction}})
 	require.NoError(t, err)
@@ -310,7 +290,7 @@ func TestFeatureExtraction(t *testing.T) {
 	require.Equal(t, []int64{2, 8, 64}, out.LastHiddenState.Shape())
 	require.Equal(t, []int64{2, 64}, out.PoolerOutput.Shape())
 
-	enc2, err := bert.LoadModel(filepath.Join(fx(t), "bert-tiny"))
+	enc2, err := bert.LoadModel(filepath.Join(testutil.Fixtures(t), "bert-tiny"))
 	require.NoError(t, err)
 	l, err := peft.New(enc2, &lora.Config{TargetModules: lora.List("query", "value"), Task: peft.FeatureExtraction})
 	require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/freeze"
 	"github.com/gopeft/peft/ia3"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bert"
@@ -27,7 +28,7 @@ import (
 // std 1/√hidden so that its random features carry the tokens' identity
 // (HF's 0.02 makes a 2-layer random encoder's [CLS] nearly constant).
 func newBase(t testing.TB) *bert.ForSequenceClassification {
-	cfg, err := bert.LoadConfig(filepath.Join(fx(t), "bert-tiny"))
+	cfg, err := bert.LoadConfig(filepath.Join(testutil.Fixtures(t), "bert-tiny"))
 	require.NoError(t, err)
 	cfg.InitializerRange = 0.125
 	m, err := bert.NewForSequenceClassification(cfg, 11)

@@ -1,13 +1,13 @@
 package bloom
 
 import (
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
@@ -15,69 +15,27 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func fixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
-	require.NoError(t, err)
-	_, err = os.Stat(f)
-	require.NoError(t, err, "the golden fixtures must be at testdata/hf")
-	return f
-}
-
-type expectedFile struct{ set *safetensors.Set }
-
-func openExpected(t testing.TB, name string) *expectedFile {
-	set, err := safetensors.OpenFiles(filepath.Join(fixtures(t), "expected", name+".safetensors"))
-	require.NoError(t, err)
-	t.Cleanup(func() { set.Close() })
-	return &expectedFile{set}
-}
-
-func (e *expectedFile) f32(t testing.TB, key string) []float32 {
-	b, err := e.set.Data(key)
-	require.NoError(t, err, key)
-	return safetensors.Float32s(b)
-}
-
-func (e *expectedFile) i64(t testing.TB, key string) ([]int64, []int64) {
-	info, _, ok := e.set.Info(key)
-	require.True(t, ok, key)
-	b, err := e.set.Data(key)
-	require.NoError(t, err)
-	return safetensors.Int64s(b), info.Shape
-}
-
 func loadTiny(t testing.TB) *Model {
-	m, err := Load(filepath.Join(fixtures(t), "bloom-tiny"))
+	m, err := Load(filepath.Join(testutil.Fixtures(t), "bloom-tiny"))
 	require.NoError(t, err)
 	t.Cleanup(m.Free)
 	return m
-}
-
-func maxAbsDiff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var d float64
-	for i := range a {
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
 }
 
 // logits_base of the bloom-tiny fixture is transformers' BloomForCausalLM
 // on a left-padded batch: ALiBi, the fused qkv layout, masks, tied head.
 func TestLogitsMatchHF(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t, "bloom-tiny__lora-qkv")
-	ids, shape := exp.i64(t, "input_ids")
-	mask, _ := exp.i64(t, "attention_mask")
-	want := exp.f32(t, "logits_base")
+	exp := testutil.OpenExpected(t, "bloom-tiny__lora-qkv")
+	ids, shape := exp.I64(t, "input_ids")
+	mask, _ := exp.I64(t, "attention_mask")
+	want := exp.F32(t, "logits_base")
 	s := tensor.NoGradScope()
 	defer s.Close()
 	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
 	require.NoError(t, s.Err())
 	require.Equal(t, []int64{2, 12, 512}, out.Logits.Shape())
-	d := maxAbsDiff(s.Float32s(out.Logits), want) // every position, padded ones too
+	d := testutil.MaxDiff(s.Float32s(out.Logits), want) // every position, padded ones too
 	t.Logf("max abs diff vs HF: %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
 }
@@ -94,10 +52,10 @@ func TestSlopesMatchALiBi(t *testing.T) {
 // row with its growing mask) gives the full forward pass's logits.
 func TestKVCacheMatchesFullForward(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t, "bloom-tiny__lora-qkv")
-	ids, _ := exp.i64(t, "input_ids")
-	mask, _ := exp.i64(t, "attention_mask")
-	want := exp.f32(t, "logits_base")
+	exp := testutil.OpenExpected(t, "bloom-tiny__lora-qkv")
+	ids, _ := exp.I64(t, "input_ids")
+	mask, _ := exp.I64(t, "attention_mask")
+	want := exp.F32(t, "logits_base")
 	const V = 512
 	for row := 0; row < 2; row++ {
 		rowIDs, rowMask := ids[row*12:(row+1)*12], mask[row*12:(row+1)*12]
@@ -122,7 +80,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 				continue
 			}
 			w := want[(row*12+p)*V : (row*12+p+1)*V]
-			require.LessOrEqual(t, maxAbsDiff(got[p*V:(p+1)*V], w), 1e-4, "row %d position %d", row, p)
+			require.LessOrEqual(t, testutil.MaxDiff(got[p*V:(p+1)*V], w), 1e-4, "row %d position %d", row, p)
 		}
 	}
 }
@@ -131,8 +89,8 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 // a cache holding those keys/values (the mask is prefixed by ones).
 func TestPrefixKVEqualsPastCache(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t, "bloom-tiny__lora-qkv")
-	ids, _ := exp.i64(t, "input_ids")
+	exp := testutil.OpenExpected(t, "bloom-tiny__lora-qkv")
+	ids, _ := exp.I64(t, "input_ids")
 	row := ids[:12]
 	s := tensor.NoGradScope()
 	defer s.Close()
@@ -145,7 +103,7 @@ func TestPrefixKVEqualsPastCache(t *testing.T) {
 	withPrefix := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(row[4:], 1, 8), PrefixKV: prefix,
 		AttentionMask: s.Ones(tensor.Int64, 1, 8)})
 	require.NoError(t, s.Err())
-	require.LessOrEqual(t, maxAbsDiff(s.Float32s(full.Logits), s.Float32s(withPrefix.Logits)), 1e-5)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(full.Logits), s.Float32s(withPrefix.Logits)), 1e-5)
 }
 
 func TestParamNamesAreHFs(t *testing.T) {
@@ -154,7 +112,7 @@ func TestParamNamesAreHFs(t *testing.T) {
 	for _, np := range nn.NamedParams(m) {
 		names = append(names, np.Name)
 	}
-	set, err := safetensors.OpenDir(filepath.Join(fixtures(t), "bloom-tiny"))
+	set, err := safetensors.OpenDir(filepath.Join(testutil.Fixtures(t), "bloom-tiny"))
 	require.NoError(t, err)
 	defer set.Close()
 	sort.Strings(names)
@@ -184,7 +142,7 @@ func TestParamCountsFromConfig(t *testing.T) {
 }
 
 func TestSaveLoadRoundTripIsBitIdentical(t *testing.T) {
-	src := filepath.Join(fixtures(t), "bloom-tiny")
+	src := filepath.Join(testutil.Fixtures(t), "bloom-tiny")
 	m := loadTiny(t)
 	dir := t.TempDir()
 	require.NoError(t, m.Save(dir))
@@ -226,7 +184,7 @@ func TestLoadBloomModelCheckpoint(t *testing.T) {
 	a := m.ForwardT(s, &models.Batch{InputIDs: x})
 	b := m2.ForwardT(s, &models.Batch{InputIDs: x})
 	require.NoError(t, s.Err())
-	require.Equal(t, 0.0, maxAbsDiff(s.Float32s(a.Logits), s.Float32s(b.Logits)))
+	require.Equal(t, 0.0, testutil.MaxDiff(s.Float32s(a.Logits), s.Float32s(b.Logits)))
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -242,7 +200,7 @@ func TestConfigErrors(t *testing.T) {
 	require.True(t, c.TieWordEmbeddings)
 
 	dir := t.TempDir()
-	src := filepath.Join(fixtures(t), "bloom-tiny")
+	src := filepath.Join(testutil.Fixtures(t), "bloom-tiny")
 	for _, f := range []string{"config.json", "model.safetensors"} {
 		data, err := os.ReadFile(filepath.Join(src, f))
 		require.NoError(t, err)

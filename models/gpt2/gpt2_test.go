@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
@@ -15,56 +16,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func fixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "..", "testdata", "hf"))
-	require.NoError(t, err)
-	_, err = os.Stat(f)
-	require.NoError(t, err, "the golden fixtures must be at testdata/hf")
-	return f
-}
-
-type expectedFile struct{ set *safetensors.Set }
-
-func openExpected(t testing.TB, name string) *expectedFile {
-	set, err := safetensors.OpenFiles(filepath.Join(fixtures(t), "expected", name+".safetensors"))
-	require.NoError(t, err)
-	t.Cleanup(func() { set.Close() })
-	return &expectedFile{set}
-}
-
-func (e *expectedFile) f32(t testing.TB, key string) []float32 {
-	b, err := e.set.Data(key)
-	require.NoError(t, err, key)
-	return safetensors.Float32s(b)
-}
-
-func (e *expectedFile) i64(t testing.TB, key string) ([]int64, []int64) {
-	info, _, ok := e.set.Info(key)
-	require.True(t, ok, key)
-	b, err := e.set.Data(key)
-	require.NoError(t, err)
-	return safetensors.Int64s(b), info.Shape
-}
-
 func loadTiny(t testing.TB) *Model {
-	m, err := Load(filepath.Join(fixtures(t), "gpt2-tiny"))
+	m, err := Load(filepath.Join(testutil.Fixtures(t), "gpt2-tiny"))
 	require.NoError(t, err)
 	t.Cleanup(m.Free)
 	return m
-}
-
-func maxAbsDiff(a, b []float32) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var d float64
-	for i := range a {
-		if math.IsInf(float64(a[i]), 0) || math.IsInf(float64(b[i]), 0) || math.IsNaN(float64(a[i])) {
-			return math.Inf(1)
-		}
-		d = math.Max(d, math.Abs(float64(a[i])-float64(b[i])))
-	}
-	return d
 }
 
 // logits_base of the gpt2-tiny fixture is transformers' GPT2LMHeadModel on
@@ -72,16 +28,16 @@ func maxAbsDiff(a, b []float32) float64 {
 // c_attn, HF's where(causal)+padding masks (padded rows included), tied head.
 func TestLogitsMatchHF(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t, "gpt2-tiny__lora-c_attn")
-	ids, shape := exp.i64(t, "input_ids")
-	mask, _ := exp.i64(t, "attention_mask")
-	want := exp.f32(t, "logits_base")
+	exp := testutil.OpenExpected(t, "gpt2-tiny__lora-c_attn")
+	ids, shape := exp.I64(t, "input_ids")
+	mask, _ := exp.I64(t, "attention_mask")
+	want := exp.F32(t, "logits_base")
 	s := tensor.NoGradScope()
 	defer s.Close()
 	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
 	require.NoError(t, s.Err())
 	require.Equal(t, []int64{2, 12, 512}, out.Logits.Shape())
-	d := maxAbsDiff(s.Float32s(out.Logits), want) // every position, padded ones too
+	d := testutil.MaxDiff(s.Float32s(out.Logits), want) // every position, padded ones too
 	t.Logf("max abs diff vs HF: %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
 }
@@ -91,9 +47,9 @@ func TestLogitsMatchHF(t *testing.T) {
 // forward()'s default positions they do not (GPT-2's positions are learned).
 func TestPositionIDsFromMaskMakeLeftPaddingInvisible(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t, "gpt2-tiny__lora-c_attn")
-	ids, shape := exp.i64(t, "input_ids")
-	mask, _ := exp.i64(t, "attention_mask")
+	exp := testutil.OpenExpected(t, "gpt2-tiny__lora-c_attn")
+	ids, shape := exp.I64(t, "input_ids")
+	mask, _ := exp.I64(t, "attention_mask")
 	const V, pad = 512, 3
 	s := tensor.NoGradScope()
 	defer s.Close()
@@ -105,20 +61,20 @@ func TestPositionIDsFromMaskMakeLeftPaddingInvisible(t *testing.T) {
 	plain := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: maskT})
 	require.NoError(t, s.Err())
 	got := s.Float32s(padded.Logits)[(12+pad)*V:]
-	d := maxAbsDiff(got, s.Float32s(alone.Logits))
+	d := testutil.MaxDiff(got, s.Float32s(alone.Logits))
 	t.Logf("left-padded row with position ids vs alone: %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
-	require.Greater(t, maxAbsDiff(s.Float32s(plain.Logits)[(12+pad)*V:], s.Float32s(alone.Logits)), 1e-2)
+	require.Greater(t, testutil.MaxDiff(s.Float32s(plain.Logits)[(12+pad)*V:], s.Float32s(alone.Logits)), 1e-2)
 }
 
 // Feeding tokens one at a time through the KV cache (and the left-padded
 // row with its growing mask) gives the full forward pass's logits.
 func TestKVCacheMatchesFullForward(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t, "gpt2-tiny__lora-c_attn")
-	ids, _ := exp.i64(t, "input_ids")
-	mask, _ := exp.i64(t, "attention_mask")
-	want := exp.f32(t, "logits_base")
+	exp := testutil.OpenExpected(t, "gpt2-tiny__lora-c_attn")
+	ids, _ := exp.I64(t, "input_ids")
+	mask, _ := exp.I64(t, "attention_mask")
+	want := exp.F32(t, "logits_base")
 	const V = 512
 	for row := 0; row < 2; row++ {
 		rowIDs, rowMask := ids[row*12:(row+1)*12], mask[row*12:(row+1)*12]
@@ -142,7 +98,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 				continue
 			}
 			w := want[(row*12+p)*V : (row*12+p+1)*V]
-			require.LessOrEqual(t, maxAbsDiff(got[p*V:(p+1)*V], w), 1e-4, "row %d position %d", row, p)
+			require.LessOrEqual(t, testutil.MaxDiff(got[p*V:(p+1)*V], w), 1e-4, "row %d position %d", row, p)
 		}
 	}
 }
@@ -152,8 +108,8 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 // real tokens' positions start at P, as in HF).
 func TestPrefixKVEqualsPastCache(t *testing.T) {
 	m := loadTiny(t)
-	exp := openExpected(t, "gpt2-tiny__lora-c_attn")
-	ids, _ := exp.i64(t, "input_ids")
+	exp := testutil.OpenExpected(t, "gpt2-tiny__lora-c_attn")
+	ids, _ := exp.I64(t, "input_ids")
 	row := ids[:12]
 	s := tensor.NoGradScope()
 	defer s.Close()
@@ -166,10 +122,10 @@ func TestPrefixKVEqualsPastCache(t *testing.T) {
 	withPrefix := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(row[4:], 1, 8), PrefixKV: prefix,
 		AttentionMask: s.Ones(tensor.Int64, 1, 8)})
 	require.NoError(t, s.Err())
-	require.LessOrEqual(t, maxAbsDiff(s.Float32s(full.Logits), s.Float32s(withPrefix.Logits)), 1e-5)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(full.Logits), s.Float32s(withPrefix.Logits)), 1e-5)
 	// and both equal the last 8 positions of one pass over the 12 tokens
 	whole := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(row, 1, 12)})
-	require.LessOrEqual(t, maxAbsDiff(s.Float32s(s.Narrow(whole.Logits, 1, 4, 8)), s.Float32s(full.Logits)), 1e-4)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(s.Narrow(whole.Logits, 1, 4, 8)), s.Float32s(full.Logits)), 1e-4)
 }
 
 func TestParamNamesAreHFs(t *testing.T) {
@@ -178,7 +134,7 @@ func TestParamNamesAreHFs(t *testing.T) {
 	for _, np := range nn.NamedParams(m) {
 		names = append(names, np.Name)
 	}
-	set, err := safetensors.OpenDir(filepath.Join(fixtures(t), "gpt2-tiny"))
+	set, err := safetensors.OpenDir(filepath.Join(testutil.Fixtures(t), "gpt2-tiny"))
 	require.NoError(t, err)
 	defer set.Close()
 	sort.Strings(names)
@@ -197,7 +153,7 @@ func TestParamCountsFromConfig(t *testing.T) {
 }
 
 func TestSaveLoadRoundTripIsBitIdentical(t *testing.T) {
-	src := filepath.Join(fixtures(t), "gpt2-tiny")
+	src := filepath.Join(testutil.Fixtures(t), "gpt2-tiny")
 	m := loadTiny(t)
 	dir := t.TempDir()
 	require.NoError(t, m.Save(dir))
@@ -244,7 +200,7 @@ func TestLoadGPT2ModelCheckpoint(t *testing.T) {
 	a := m.ForwardT(s, &models.Batch{InputIDs: x})
 	b := m2.ForwardT(s, &models.Batch{InputIDs: x})
 	require.NoError(t, s.Err())
-	require.Equal(t, 0.0, maxAbsDiff(s.Float32s(a.Logits), s.Float32s(b.Logits)))
+	require.Equal(t, 0.0, testutil.MaxDiff(s.Float32s(a.Logits), s.Float32s(b.Logits)))
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -273,7 +229,7 @@ func TestConfigErrors(t *testing.T) {
 	require.NotContains(t, string(js), `"n_embd"`)
 
 	dir := t.TempDir()
-	src := filepath.Join(fixtures(t), "gpt2-tiny")
+	src := filepath.Join(testutil.Fixtures(t), "gpt2-tiny")
 	for _, f := range []string{"config.json", "model.safetensors"} {
 		data, err := os.ReadFile(filepath.Join(src, f))
 		require.NoError(t, err)
@@ -315,7 +271,7 @@ func TestTokenTypeIDsUseWte(t *testing.T) {
 	emb := s.Add(m.Transformer.Wte.Forward(s, ids), m.Transformer.Wte.Forward(s, tt))
 	b := m.ForwardT(s, &models.Batch{InputsEmbeds: emb})
 	require.NoError(t, s.Err())
-	require.LessOrEqual(t, maxAbsDiff(s.Float32s(a.Logits), s.Float32s(b.Logits)), 1e-6)
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(a.Logits), s.Float32s(b.Logits)), 1e-6)
 }
 
 // Training moves the loss down and every parameter gets a gradient (the
@@ -401,6 +357,6 @@ func TestCheckpointingGivesTheSameGradients(t *testing.T) {
 	defer ck.Free()
 	checked := grads(ck)
 	for k, v := range plain {
-		require.LessOrEqual(t, maxAbsDiff(v, checked[k]), 1e-5, k)
+		require.LessOrEqual(t, testutil.MaxDiff(v, checked[k]), 1e-5, k)
 	}
 }
