@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
@@ -164,20 +163,7 @@ func TestParamCountsFromConfig(t *testing.T) {
 
 func TestSaveLoadRoundTripIsBitIdentical(t *testing.T) {
 	m := loadTiny(t)
-	dir := t.TempDir()
-	require.NoError(t, m.Save(dir))
-	a, err := safetensors.OpenDir(tinyDir(t))
-	require.NoError(t, err)
-	defer a.Close()
-	b, err := safetensors.OpenDir(dir)
-	require.NoError(t, err)
-	defer b.Close()
-	require.Equal(t, a.Names(), b.Names())
-	for _, k := range a.Names() {
-		da, _ := a.Data(k)
-		db, _ := b.Data(k)
-		require.Equal(t, da, db, k)
-	}
+	dir := testutil.RequireSaveRoundTrip(t, m, tinyDir(t))
 	cfg, err := LoadConfig(dir)
 	require.NoError(t, err)
 	require.Equal(t, "BertForSequenceClassification", cfg.Raw["architectures"].([]any)[0])
@@ -389,18 +375,11 @@ func TestBackwardThroughEverything(t *testing.T) {
 	m, err := NewForSequenceClassification(cfg, 3)
 	require.NoError(t, err)
 	defer m.Free()
-	nn.SetTraining(m, true)
-	s := tensor.NewScope()
-	defer s.Close()
-	x := s.FromInt64([]int64{1, 5, 9, 13, 17, 21, 2, 4}, 2, 4)
-	out := m.ForwardT(s, &models.Batch{InputIDs: x, TokenTypeIDs: s.FromInt64([]int64{0, 0, 1, 1, 0, 1, 1, 1}, 2, 4),
-		Labels: s.FromInt64([]int64{0, 1}, 2)})
-	s.Backward(out.Loss)
-	require.NoError(t, s.Err())
-	for _, np := range nn.NamedParams(m) {
-		require.NotNil(t, s.Grad(np.Param.T()), np.Name)
-	}
-	require.InDelta(t, math.Log(2), s.Item(out.Loss), 0.3)
+	loss := testutil.RequireBackwardThroughEverything(t, m, func(s *tensor.Scope, _ *models.Checkpoint) *models.Batch {
+		return &models.Batch{InputIDs: s.FromInt64([]int64{1, 5, 9, 13, 17, 21, 2, 4}, 2, 4),
+			TokenTypeIDs: s.FromInt64([]int64{0, 0, 1, 1, 0, 1, 1, 1}, 2, 4), Labels: s.FromInt64([]int64{0, 1}, 2)}
+	})
+	require.InDelta(t, math.Log(2), loss, 0.3)
 }
 
 // 200 forward+backward steps of a small model: RSS stays within 5%.
@@ -410,27 +389,11 @@ func TestRSSFlatOverTrainingSteps(t *testing.T) {
 	m, err := NewForSequenceClassification(cfg, 7)
 	require.NoError(t, err)
 	defer m.Free()
-	ids := make([]int64, 4*32)
-	mask := make([]int64, 4*32)
-	for i := range ids {
-		ids[i] = int64((i * 37) % 256)
-		mask[i] = 1
-		if i%32 < 3 && i >= 64 {
-			mask[i] = 0
-		}
-	}
-	step := func() {
-		s := tensor.NewScope()
-		defer s.Close()
-		out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, 4, 32), AttentionMask: s.FromInt64(mask, 4, 32),
-			Labels: s.FromInt64([]int64{0, 1, 2, 1}, 4)})
-		s.Backward(out.Loss)
-		require.NoError(t, s.Err())
-		require.NoError(t, nn.ZeroGrad(m))
-	}
-	before, after, growth := memstat.Growth(20, 200, step)
-	t.Logf("RSS %d KiB -> %d KiB after 200 steps (%.2f%%)", before>>10, after>>10, 100*growth)
-	require.Less(t, growth, 0.05)
+	ids, mask := testutil.PaddedRows(256)
+	testutil.RequireTrainingRSSFlat(t, m, func(s *tensor.Scope, _ *models.Checkpoint) *models.Batch {
+		return &models.Batch{InputIDs: s.FromInt64(ids, 4, 32), AttentionMask: s.FromInt64(mask, 4, 32),
+			Labels: s.FromInt64([]int64{0, 1, 2, 1}, 4)}
+	})
 }
 
 // With activation checkpointing (no dropout) every parameter gets the
@@ -441,31 +404,8 @@ func TestCheckpointingGivesTheSameGradients(t *testing.T) {
 	m, err := NewForSequenceClassification(cfg, 5)
 	require.NoError(t, err)
 	defer m.Free()
-	grads := func(ck *models.Checkpoint) map[string][]float32 {
-		require.NoError(t, nn.ZeroGrad(m))
-		s := tensor.NewScope()
-		defer s.Close()
-		x := s.FromInt64([]int64{1, 5, 9, 13, 17, 21, 2, 4}, 2, 4)
-		mask := s.FromInt64([]int64{1, 1, 1, 1, 1, 1, 0, 0}, 2, 4)
-		out := m.ForwardT(s, &models.Batch{InputIDs: x, AttentionMask: mask, Labels: s.FromInt64([]int64{1, 0}, 2), Checkpoint: ck})
-		// free the forward's scope first, as train.Trainer does: the
-		// checkpoint must hold the mask its recomputation reads
-		loss := s.Keep(out.Loss)
-		defer loss.Free()
-		s.FreeAll()
-		ck.Backward(s, loss)
-		require.NoError(t, s.Err())
-		g := map[string][]float32{}
-		for _, np := range nn.NamedParams(m) {
-			g[np.Name] = s.Float32s(s.Grad(np.Param.T()))
-		}
-		return g
-	}
-	plain := grads(nil)
-	ck := models.NewCheckpoint(1)
-	defer ck.Free()
-	checked := grads(ck)
-	for k, v := range plain {
-		require.LessOrEqual(t, testutil.MaxDiff(v, checked[k]), 1e-5, k)
-	}
+	testutil.RequireCheckpointingSameGradients(t, m, func(s *tensor.Scope, ck *models.Checkpoint) *models.Batch {
+		return &models.Batch{InputIDs: s.FromInt64([]int64{1, 5, 9, 13, 17, 21, 2, 4}, 2, 4),
+			AttentionMask: s.FromInt64([]int64{1, 1, 1, 1, 1, 1, 0, 0}, 2, 4), Labels: s.FromInt64([]int64{1, 0}, 2), Checkpoint: ck}
+	})
 }

@@ -6,7 +6,6 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
@@ -51,59 +50,17 @@ func TestSlopesMatchALiBi(t *testing.T) {
 // Feeding tokens one at a time through the KV cache (and the left-padded
 // row with its growing mask) gives the full forward pass's logits.
 func TestKVCacheMatchesFullForward(t *testing.T) {
-	m := loadTiny(t)
 	exp := testutil.OpenExpected(t, "bloom-tiny__lora-qkv")
 	ids, _ := exp.I64(t, "input_ids")
 	mask, _ := exp.I64(t, "attention_mask")
-	want := exp.F32(t, "logits_base")
-	const V = 512
-	for row := 0; row < 2; row++ {
-		rowIDs, rowMask := ids[row*12:(row+1)*12], mask[row*12:(row+1)*12]
-		s := tensor.NoGradScope()
-		cache := &models.Cache{}
-		out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(rowIDs[:5], 1, 5),
-			AttentionMask: s.FromInt64(rowMask[:5], 1, 5), PastKeyValues: cache, UseCache: true})
-		require.NoError(t, s.Err())
-		got := s.Float32s(out.Logits)
-		for p := 5; p < 12; p++ {
-			out = m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(rowIDs[p:p+1], 1, 1),
-				AttentionMask: s.FromInt64(rowMask[:p+1], 1, int64(p+1)), PastKeyValues: cache, UseCache: true})
-			require.NoError(t, s.Err())
-			got = append(got, s.Float32s(out.Logits)...)
-		}
-		require.EqualValues(t, 12, cache.Len())
-		cache.Free()
-		s.Close()
-		// compare the valid (unpadded) query positions
-		for p := 0; p < 12; p++ {
-			if rowMask[p] == 0 {
-				continue
-			}
-			w := want[(row*12+p)*V : (row*12+p+1)*V]
-			require.LessOrEqual(t, testutil.MaxDiff(got[p*V:(p+1)*V], w), 1e-4, "row %d position %d", row, p)
-		}
-	}
+	testutil.RequireKVCacheMatchesFull(t, loadTiny(t), ids, mask, 2, 5, exp.F32(t, "logits_base"), nil)
 }
 
 // Prefix key/values of length P with a mask over the real tokens only equal
 // a cache holding those keys/values (the mask is prefixed by ones).
 func TestPrefixKVEqualsPastCache(t *testing.T) {
-	m := loadTiny(t)
-	exp := testutil.OpenExpected(t, "bloom-tiny__lora-qkv")
-	ids, _ := exp.I64(t, "input_ids")
-	row := ids[:12]
-	s := tensor.NoGradScope()
-	defer s.Close()
-	cache := &models.Cache{}
-	defer cache.Free()
-	m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(row[:4], 1, 4), PastKeyValues: cache, UseCache: true})
-	full := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(row[4:], 1, 8), PastKeyValues: cache})
-	prefix := make([]models.KV, len(cache.Layers))
-	copy(prefix, cache.Layers)
-	withPrefix := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(row[4:], 1, 8), PrefixKV: prefix,
-		AttentionMask: s.Ones(tensor.Int64, 1, 8)})
-	require.NoError(t, s.Err())
-	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(full.Logits), s.Float32s(withPrefix.Logits)), 1e-5)
+	ids, _ := testutil.OpenExpected(t, "bloom-tiny__lora-qkv").I64(t, "input_ids")
+	testutil.RequirePrefixKVEqualsCache(t, loadTiny(t), ids[:12], 4)
 }
 
 func TestParamNamesAreHFs(t *testing.T) {
@@ -144,20 +101,7 @@ func TestParamCountsFromConfig(t *testing.T) {
 func TestSaveLoadRoundTripIsBitIdentical(t *testing.T) {
 	src := filepath.Join(testutil.Fixtures(t), "bloom-tiny")
 	m := loadTiny(t)
-	dir := t.TempDir()
-	require.NoError(t, m.Save(dir))
-	a, err := safetensors.OpenDir(src)
-	require.NoError(t, err)
-	defer a.Close()
-	b, err := safetensors.OpenDir(dir)
-	require.NoError(t, err)
-	defer b.Close()
-	require.Equal(t, a.Names(), b.Names())
-	for _, k := range a.Names() {
-		da, _ := a.Data(k)
-		db, _ := b.Data(k)
-		require.Equal(t, da, db, k)
-	}
+	dir := testutil.RequireSaveRoundTrip(t, m, src)
 	cfg, err := LoadConfig(dir)
 	require.NoError(t, err)
 	require.Equal(t, "BloomForCausalLM", cfg.Raw["architectures"].([]any)[0])
@@ -230,16 +174,10 @@ func TestBackwardThroughEverything(t *testing.T) {
 	m, err := New(cfg, 3)
 	require.NoError(t, err)
 	defer m.Free()
-	nn.SetTraining(m, true)
-	s := tensor.NewScope()
-	defer s.Close()
-	x := s.FromInt64([]int64{1, 5, 9, 13, 17, 21, 2, 4}, 2, 4)
-	out := m.ForwardT(s, &models.Batch{InputIDs: x, Labels: x})
-	s.Backward(out.Loss)
-	require.NoError(t, s.Err())
-	for _, np := range nn.NamedParams(m) {
-		require.NotNil(t, s.Grad(np.Param.T()), np.Name)
-	}
+	testutil.RequireBackwardThroughEverything(t, m, func(s *tensor.Scope, _ *models.Checkpoint) *models.Batch {
+		x := s.FromInt64([]int64{1, 5, 9, 13, 17, 21, 2, 4}, 2, 4)
+		return &models.Batch{InputIDs: x, Labels: x}
+	})
 }
 
 // 200 forward+backward steps of a small model: RSS stays within 5%.
@@ -248,25 +186,9 @@ func TestRSSFlatOverTrainingSteps(t *testing.T) {
 	m, err := New(cfg, 7)
 	require.NoError(t, err)
 	defer m.Free()
-	ids := make([]int64, 4*32)
-	mask := make([]int64, 4*32)
-	for i := range ids {
-		ids[i] = int64((i * 37) % 256)
-		mask[i] = 1
-		if i%32 < 3 && i >= 64 { // two left-padded rows
-			mask[i] = 0
-		}
-	}
-	step := func() {
-		s := tensor.NewScope()
-		defer s.Close()
+	ids, mask := testutil.PaddedRows(256)
+	testutil.RequireTrainingRSSFlat(t, m, func(s *tensor.Scope, _ *models.Checkpoint) *models.Batch {
 		x := s.FromInt64(ids, 4, 32)
-		out := m.ForwardT(s, &models.Batch{InputIDs: x, AttentionMask: s.FromInt64(mask, 4, 32), Labels: x})
-		s.Backward(out.Loss)
-		require.NoError(t, s.Err())
-		require.NoError(t, nn.ZeroGrad(m))
-	}
-	before, after, growth := memstat.Growth(20, 200, step)
-	t.Logf("RSS %d KiB -> %d KiB after 200 steps (%.2f%%)", before>>10, after>>10, 100*growth)
-	require.Less(t, growth, 0.05)
+		return &models.Batch{InputIDs: x, AttentionMask: s.FromInt64(mask, 4, 32), Labels: x}
+	})
 }
