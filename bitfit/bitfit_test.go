@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/bitfit"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/models/bloom"
@@ -21,68 +22,29 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func fixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "testdata", "hf"))
-	require.NoError(t, err)
-	_, err = os.Stat(f)
-	require.NoError(t, err, "golden fixtures expected at testdata/hf")
-	return f
-}
-
 func loadBloom(t testing.TB) *bloom.Model {
-	m, err := bloom.Load(filepath.Join(fixtures(t), "bloom-tiny"))
+	m, err := bloom.Load(filepath.Join(testutil.Fixtures(t), "bloom-tiny"))
 	require.NoError(t, err)
 	return m
-}
-
-type forwarder interface {
-	ForwardT(*tensor.Scope, *models.Batch) *models.Output
-}
-
-var ids = []int64{4, 8, 15, 16, 23, 42, 7, 99, 5, 17, 33, 2, 61, 8, 15, 16}
-
-func logits(t testing.TB, m forwarder) []float32 {
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, 2, 8)})
-	require.NoError(t, s.Err())
-	return s.Float32s(out.Logits)
-}
-
-func snapshot(t *testing.T, m nn.Module) map[string][]float32 {
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := map[string][]float32{}
-	for _, np := range nn.NamedParams(m) {
-		out[np.Name] = append([]float32(nil), s.Float32s(np.Param.T())...)
-	}
-	return out
 }
 
 // trainSteps runs AdamW on the LM loss of a fixed batch and returns the
 // first and last losses.
 func trainSteps(t *testing.T, m *peft.Model, steps int, lr float64) (float64, float64) {
-	nn.SetTraining(m, true)
-	defer nn.SetTraining(m, false)
 	opt := train.NewAdamW(m.TrainableParams(), train.AdamWConfig{LR: lr})
 	defer opt.Free()
-	var first, last float64
-	for i := 0; i < steps; i++ {
-		s := tensor.NewScope()
-		x := s.FromInt64(ids, 2, 8)
-		out := m.ForwardT(s, &models.Batch{InputIDs: x, Labels: x})
-		s.Backward(out.Loss)
-		require.NoError(t, s.Err())
-		if i == 0 {
-			first = s.Item(out.Loss)
-		}
-		last = s.Item(out.Loss)
-		s.Close()
-		require.NoError(t, opt.Step())
-		require.NoError(t, nn.ZeroGrad(m))
-	}
-	return first, last
+	losses := testutil.TrainSteps(t, m, opt.Step, idsBatch, steps)
+	return losses[0], losses[len(losses)-1]
 }
+
+var ids = []int64{4, 8, 15, 16, 23, 42, 7, 99, 5, 17, 33, 2, 61, 8, 15, 16}
+
+func idsBatch(s *tensor.Scope) *models.Batch {
+	x := s.FromInt64(ids, 2, 8)
+	return &models.Batch{InputIDs: x, Labels: x}
+}
+
+func logits(t testing.TB, m testutil.Forwarder) []float32 { return testutil.IDsLogits(t, m, ids, 2) }
 
 // The bias count from config.json alone equals the real model's, for
 // BLOOM, LLaMA (none) and Qwen2 (q/k/v biases); and the seed's
@@ -98,7 +60,7 @@ func TestBiasParamsFromConfigMatchesRealModels(t *testing.T) {
 		return n
 	}
 	for _, name := range []string{"bloom-tiny", "llama-tiny", "gpt2-tiny", "bert-tiny"} {
-		data, err := os.ReadFile(filepath.Join(fixtures(t), name, "config.json"))
+		data, err := os.ReadFile(filepath.Join(testutil.Fixtures(t), name, "config.json"))
 		require.NoError(t, err)
 		got, err := bitfit.BiasParamsFromConfig(data)
 		require.NoError(t, err)
@@ -107,11 +69,11 @@ func TestBiasParamsFromConfigMatchesRealModels(t *testing.T) {
 		case "bloom-tiny":
 			m = loadBloom(t)
 		case "gpt2-tiny":
-			m, err = gpt2.Load(filepath.Join(fixtures(t), name))
+			m, err = gpt2.Load(filepath.Join(testutil.Fixtures(t), name))
 		case "bert-tiny":
-			m, err = bert.Load(filepath.Join(fixtures(t), name))
+			m, err = bert.Load(filepath.Join(testutil.Fixtures(t), name))
 		default:
-			m, err = llama.Load(filepath.Join(fixtures(t), name))
+			m, err = llama.Load(filepath.Join(testutil.Fixtures(t), name))
 		}
 		require.NoError(t, err)
 		require.Equal(t, count(m), got, name)
@@ -167,11 +129,11 @@ func TestAllBiasesTrainAndNothingElseChanges(t *testing.T) {
 		require.True(t, strings.HasSuffix(np.Name, ".bias"), np.Name)
 	}
 
-	before := snapshot(t, m)
+	before := testutil.Snapshot(t, m)
 	first, last := trainSteps(t, m, 10, 0.05)
 	t.Logf("BitFit loss %.4f -> %.4f", first, last)
 	require.Less(t, last, first-0.1)
-	after := snapshot(t, m)
+	after := testutil.Snapshot(t, m)
 	for name, v := range before {
 		if strings.HasSuffix(name, ".bias") {
 			require.NotEqual(t, v, after[name], name)
@@ -201,10 +163,10 @@ func TestSelectedBiasesSaveAndLoad(t *testing.T) {
 	require.NoError(t, err)
 	tr, _ := nn.CountParams(m)
 	require.Equal(t, base.Config.NLayer*3*base.Config.HiddenSize, tr)
-	before := snapshot(t, m)
+	before := testutil.Snapshot(t, m)
 	first, last := trainSteps(t, m, 10, 0.05)
 	require.Less(t, last, first)
-	after := snapshot(t, m)
+	after := testutil.Snapshot(t, m)
 	for name, v := range before {
 		if strings.HasSuffix(name, "query_key_value.bias") {
 			require.NotEqual(t, v, after[name], name)
@@ -253,7 +215,7 @@ func TestSelectedBiasesSaveAndLoad(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	l, err := llama.Load(filepath.Join(fixtures(t), "llama-tiny"))
+	l, err := llama.Load(filepath.Join(testutil.Fixtures(t), "llama-tiny"))
 	require.NoError(t, err)
 	_, err = bitfit.Wrap(l, &bitfit.Config{})
 	require.ErrorContains(t, err, "no bias parameters")

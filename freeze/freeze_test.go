@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/freeze"
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/models/llama"
@@ -20,62 +21,29 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func fixtures(t testing.TB) string {
-	f, err := filepath.Abs(filepath.Join("..", "testdata", "hf"))
-	require.NoError(t, err)
-	_, err = os.Stat(f)
-	require.NoError(t, err, "golden fixtures expected at testdata/hf")
-	return f
-}
-
 func loadLlama(t testing.TB) *llama.Model {
-	m, err := llama.Load(filepath.Join(fixtures(t), "llama-tiny"))
+	m, err := llama.Load(filepath.Join(testutil.Fixtures(t), "llama-tiny"))
 	require.NoError(t, err)
 	return m
 }
 
-var ids = []int64{4, 8, 15, 16, 23, 42, 7, 99, 5, 17, 33, 2, 61, 8, 15, 16}
-
-func logits(t testing.TB, m interface {
-	ForwardT(*tensor.Scope, *models.Batch) *models.Output
-}) []float32 {
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, 2, 8)})
-	require.NoError(t, s.Err())
-	return s.Float32s(out.Logits)
-}
-
-func snapshot(t *testing.T, m nn.Module) map[string][]float32 {
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := map[string][]float32{}
-	for _, np := range nn.NamedParams(m) {
-		out[np.Name] = append([]float32(nil), s.Float32s(np.Param.T())...)
-	}
-	return out
-}
-
+// trainSteps runs AdamW (lr 0.01) on the LM loss of a fixed batch and
+// returns the first and last losses.
 func trainSteps(t *testing.T, m *peft.Model, steps int) (float64, float64) {
 	opt := train.NewAdamW(m.TrainableParams(), train.AdamWConfig{LR: 0.01})
 	defer opt.Free()
-	var first, last float64
-	for i := 0; i < steps; i++ {
-		s := tensor.NewScope()
-		x := s.FromInt64(ids, 2, 8)
-		out := m.ForwardT(s, &models.Batch{InputIDs: x, Labels: x})
-		s.Backward(out.Loss)
-		require.NoError(t, s.Err())
-		if i == 0 {
-			first = s.Item(out.Loss)
-		}
-		last = s.Item(out.Loss)
-		s.Close()
-		require.NoError(t, opt.Step())
-		require.NoError(t, nn.ZeroGrad(m))
-	}
-	return first, last
+	losses := testutil.TrainSteps(t, m, opt.Step, idsBatch, steps)
+	return losses[0], losses[len(losses)-1]
 }
+
+var ids = []int64{4, 8, 15, 16, 23, 42, 7, 99, 5, 17, 33, 2, 61, 8, 15, 16}
+
+func idsBatch(s *tensor.Scope) *models.Batch {
+	x := s.FromInt64(ids, 2, 8)
+	return &models.Batch{InputIDs: x, Labels: x}
+}
+
+func logits(t testing.TB, m testutil.Forwarder) []float32 { return testutil.IDsLogits(t, m, ids, 2) }
 
 // Closed forms from llama-tiny's config: a decoder layer has
 // q,o (h·h each), k,v (h·kv·d each), the SwiGLU MLP (3·h·I) and two norms
@@ -116,11 +84,11 @@ func TestTrainSaveLoad(t *testing.T) {
 	m, err := freeze.Wrap(base, cfg)
 	require.NoError(t, err)
 	require.Equal(t, want0, logits(t, m))
-	before := snapshot(t, m)
+	before := testutil.Snapshot(t, m)
 	first, last := trainSteps(t, m, 8)
 	t.Logf("freeze loss %.4f -> %.4f", first, last)
 	require.Less(t, last, first-0.1)
-	after := snapshot(t, m)
+	after := testutil.Snapshot(t, m)
 	changed := 0
 	for name, v := range before {
 		trains := strings.Contains(name, "layers.0.mlp.") || strings.Contains(name, "lm_head")
@@ -173,7 +141,7 @@ func TestTrainSaveLoad(t *testing.T) {
 // BLOOM's lm_head is tied to the word embeddings: training it trains the
 // shared tensor, saved under the embedding's name.
 func TestTiedHeadOnBloom(t *testing.T) {
-	b, err := bloom.Load(filepath.Join(fixtures(t), "bloom-tiny"))
+	b, err := bloom.Load(filepath.Join(testutil.Fixtures(t), "bloom-tiny"))
 	require.NoError(t, err)
 	m, err := freeze.Wrap(b, &freeze.Config{TrainableLayers: freeze.Layers(0), ExtraModules: []string{"lm_head"}})
 	require.NoError(t, err)
@@ -196,7 +164,7 @@ func TestTiedHeadOnBloom(t *testing.T) {
 }
 
 func loadBloomT(t *testing.T) *bloom.Model {
-	b, err := bloom.Load(filepath.Join(fixtures(t), "bloom-tiny"))
+	b, err := bloom.Load(filepath.Join(testutil.Fixtures(t), "bloom-tiny"))
 	require.NoError(t, err)
 	return b
 }

@@ -147,24 +147,8 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			defer nn.FreeParams(m)
 			dir := t.TempDir()
 			require.NoError(t, m.Save(dir))
-			sameWeights(t, filepath.Join(src, peft.WeightsName), filepath.Join(dir, peft.WeightsName))
-			require.Equal(t, testutil.ReadJSON(t, filepath.Join(src, peft.ConfigName)), testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName)))
+			testutil.RequireSameAdapter(t, src, dir)
 		})
-	}
-}
-
-func sameWeights(t *testing.T, a, b string) {
-	sa, err := safetensors.OpenFiles(a)
-	require.NoError(t, err)
-	defer sa.Close()
-	sb, err := safetensors.OpenFiles(b)
-	require.NoError(t, err)
-	defer sb.Close()
-	require.Equal(t, sa.Names(), sb.Names())
-	for _, k := range sa.Names() {
-		da, _ := sa.Data(k)
-		db, _ := sb.Data(k)
-		require.Equal(t, da, db, k)
 	}
 }
 
@@ -187,7 +171,7 @@ func TestCreatedAdapterRoundTrip(t *testing.T) {
 			require.Equal(t, want, got)
 			again := t.TempDir()
 			require.NoError(t, loaded.Save(again))
-			sameWeights(t, filepath.Join(dir, peft.WeightsName), filepath.Join(again, peft.WeightsName))
+			testutil.RequireSameTensors(t, filepath.Join(dir, peft.WeightsName), filepath.Join(again, peft.WeightsName))
 		})
 	}
 }
@@ -280,16 +264,7 @@ func TestTrainingLowersLoss(t *testing.T) {
 			}
 			require.Less(t, losses[len(losses)-1], losses[0]-0.02)
 			after := testutil.Snapshot(t, m)
-			changed := 0
-			for k, v := range before {
-				if strings.HasPrefix(k, "prompt_encoder.") {
-					if !testutil.EqualF32(v, after[k]) {
-						changed++
-					}
-					continue
-				}
-				require.True(t, testutil.EqualF32(v, after[k]), "base weight %s changed", k)
-			}
+			changed := testutil.RequireOnlyTrainedChanged(t, before, after, func(k string) bool { return strings.HasPrefix(k, "prompt_encoder.") })
 			require.Equal(t, len(m.TrainableParams()), changed)
 		})
 	}

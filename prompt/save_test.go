@@ -89,24 +89,8 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 			defer nn.FreeParams(m)
 			dir := t.TempDir()
 			require.NoError(t, m.Save(dir))
-			sameWeights(t, filepath.Join(src, peft.WeightsName), filepath.Join(dir, peft.WeightsName))
-			require.Equal(t, testutil.ReadJSON(t, filepath.Join(src, peft.ConfigName)), testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName)))
+			testutil.RequireSameAdapter(t, src, dir)
 		})
-	}
-}
-
-func sameWeights(t *testing.T, a, b string) {
-	sa, err := safetensors.OpenFiles(a)
-	require.NoError(t, err)
-	defer sa.Close()
-	sb, err := safetensors.OpenFiles(b)
-	require.NoError(t, err)
-	defer sb.Close()
-	require.Equal(t, sa.Names(), sb.Names())
-	for _, k := range sa.Names() {
-		da, _ := sa.Data(k)
-		db, _ := sb.Data(k)
-		require.Equal(t, da, db, k)
 	}
 }
 
@@ -131,7 +115,7 @@ func TestCreatedAdapterRoundTrip(t *testing.T) {
 			require.Equal(t, want, got, "the loaded table is the encoder's output")
 			again := t.TempDir()
 			require.NoError(t, loaded.Save(again))
-			sameWeights(t, filepath.Join(dir, peft.WeightsName), filepath.Join(again, peft.WeightsName))
+			testutil.RequireSameTensors(t, filepath.Join(dir, peft.WeightsName), filepath.Join(again, peft.WeightsName))
 			require.Equal(t, testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName)), testutil.ReadJSON(t, filepath.Join(again, peft.ConfigName)))
 		})
 	}

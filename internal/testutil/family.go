@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/gopeft/peft/internal/memstat"
@@ -19,15 +21,23 @@ import (
 // nil).
 type BatchFunc func(s *tensor.Scope, ck *models.Checkpoint) *models.Batch
 
-// RequireSameCheckpoint asserts that two HF folders hold the same tensor
-// names with the same bytes.
-func RequireSameCheckpoint(t testing.TB, want, got string) {
+// RequireSameTensors asserts that two safetensors files, or two folders of
+// them (HF checkpoints), hold the same tensor names with the same bytes.
+func RequireSameTensors(t testing.TB, want, got string) {
 	t.Helper()
-	a, err := safetensors.OpenDir(want)
-	require.NoError(t, err)
+	open := func(path string) *safetensors.Set {
+		var set *safetensors.Set
+		var err error
+		if st, serr := os.Stat(path); serr == nil && st.IsDir() {
+			set, err = safetensors.OpenDir(path)
+		} else {
+			set, err = safetensors.OpenFiles(path)
+		}
+		require.NoError(t, err)
+		return set
+	}
+	a, b := open(want), open(got)
 	defer a.Close()
-	b, err := safetensors.OpenDir(got)
-	require.NoError(t, err)
 	defer b.Close()
 	require.Equal(t, a.Names(), b.Names())
 	for _, k := range a.Names() {
@@ -39,6 +49,15 @@ func RequireSameCheckpoint(t testing.TB, want, got string) {
 	}
 }
 
+// RequireSameAdapter asserts that two PEFT adapter folders hold the same
+// weights (adapter_model.safetensors, bit for bit) and the same
+// adapter_config.json fields.
+func RequireSameAdapter(t testing.TB, want, got string) {
+	t.Helper()
+	RequireSameTensors(t, filepath.Join(want, "adapter_model.safetensors"), filepath.Join(got, "adapter_model.safetensors"))
+	require.Equal(t, ReadJSON(t, filepath.Join(want, "adapter_config.json")), ReadJSON(t, filepath.Join(got, "adapter_config.json")))
+}
+
 // RequireSaveRoundTrip saves m into a new folder and asserts that its
 // tensors are the bytes of the checkpoint m was loaded from; it returns the
 // folder for further checks of config.json.
@@ -46,7 +65,7 @@ func RequireSaveRoundTrip(t testing.TB, m models.Model, loadedFrom string) strin
 	t.Helper()
 	dir := t.TempDir()
 	require.NoError(t, m.Save(dir))
-	RequireSameCheckpoint(t, loadedFrom, dir)
+	RequireSameTensors(t, loadedFrom, dir)
 	return dir
 }
 

@@ -175,3 +175,63 @@ func Snapshot(t testing.TB, m nn.Module) map[string][]float32 {
 	require.NoError(t, s.Err())
 	return out
 }
+
+// RequireLogits runs m on the file's inputs and asserts its logits are
+// within tol of the file's tensor key; it returns the logits' shape.
+func RequireLogits(t testing.TB, m Forwarder, e *Expected, key string, tol float64) []int64 {
+	t.Helper()
+	got, shape := LogitsOf(t, m, e)
+	d := MaxDiff(got, e.F32(t, key))
+	t.Logf("%s: max abs diff %.3g", key, d)
+	require.LessOrEqual(t, d, tol, key)
+	return shape
+}
+
+// RequireOnlyTrainedChanged compares two Snapshots: the parameters that
+// trained selects all changed, every other one is bit for bit the same.
+// It returns how many changed.
+func RequireOnlyTrainedChanged(t testing.TB, before, after map[string][]float32, trained func(name string) bool) int {
+	t.Helper()
+	changed := 0
+	for k, v := range before {
+		if trained(k) {
+			require.False(t, EqualF32(v, after[k]), "trainable %s did not change", k)
+			changed++
+			continue
+		}
+		require.True(t, EqualF32(v, after[k]), "frozen %s changed", k)
+	}
+	return changed
+}
+
+// TrainSteps runs `steps` training steps of m on batch — forward,
+// backward, optStep (an optimizer's Step), zero the gradients — with m in
+// training mode, and returns the losses.
+func TrainSteps(t testing.TB, m models.Model, optStep func() error, batch func(s *tensor.Scope) *models.Batch, steps int) []float64 {
+	t.Helper()
+	nn.SetTraining(m, true)
+	defer nn.SetTraining(m, false)
+	losses := make([]float64, 0, steps)
+	for i := 0; i < steps; i++ {
+		s := tensor.NewScope()
+		out := m.ForwardT(s, batch(s))
+		s.Backward(out.Loss)
+		require.NoError(t, s.Err())
+		losses = append(losses, s.Item(out.Loss))
+		s.Close()
+		require.NoError(t, optStep())
+		require.NoError(t, nn.ZeroGrad(m))
+	}
+	return losses
+}
+
+// IDsLogits runs m without autograd on ids shaped [rows, len/rows] (no
+// mask) and returns the logits.
+func IDsLogits(t testing.TB, m Forwarder, ids []int64, rows int) []float32 {
+	t.Helper()
+	s := tensor.NoGradScope()
+	defer s.Close()
+	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, int64(rows), int64(len(ids)/rows))})
+	require.NoError(t, s.Err())
+	return s.Float32s(out.Logits)
+}
