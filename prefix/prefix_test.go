@@ -43,15 +43,9 @@ func TestFixtures(t *testing.T) {
 			require.NoError(t, err)
 			defer nn.FreeParams(m)
 			require.Empty(t, m.TrainableParams(), "loaded for inference")
-			got, shape := testutil.LogitsOf(t, m, e)
-			require.Equal(t, []int64{2, 12, 512}, shape)
-			d := testutil.MaxDiff(got, e.F32(t, "logits"))
-			t.Logf("max abs diff %.3g", d)
-			require.LessOrEqual(t, d, 1e-4)
-
+			require.Equal(t, []int64{2, 12, 512}, testutil.RequireLogits(t, m, e, "logits", 1e-4))
 			restore := m.DisableAdapters()
-			got, _ = testutil.LogitsOf(t, m, e)
-			require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits_disabled")), 1e-4)
+			testutil.RequireLogits(t, m, e, "logits_disabled", 1e-4)
 			restore()
 
 			ids, ishape := e.I64(t, "input_ids")

@@ -28,16 +28,9 @@ func TestFixtures(t *testing.T) {
 			defer nn.FreeParams(m)
 			require.Empty(t, m.TrainableParams(), "loaded for inference")
 
-			got, shape := testutil.LogitsOf(t, m, e)
-			require.Equal(t, []int64{2, 20, 512}, shape)
-			d := testutil.MaxDiff(got, e.F32(t, "logits"))
-			t.Logf("max abs diff %.3g", d)
-			require.LessOrEqual(t, d, 1e-4)
-
+			require.Equal(t, []int64{2, 20, 512}, testutil.RequireLogits(t, m, e, "logits", 1e-4))
 			restore := m.DisableAdapters()
-			got, shape = testutil.LogitsOf(t, m, e)
-			require.Equal(t, []int64{2, 12, 512}, shape)
-			require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits_disabled")), 1e-4)
+			require.Equal(t, []int64{2, 12, 512}, testutil.RequireLogits(t, m, e, "logits_disabled", 1e-4))
 			restore()
 
 			// the public entry point gives the same

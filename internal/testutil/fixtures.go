@@ -49,7 +49,7 @@ func Fixtures(t testing.TB, elems ...string) string {
 
 // Load loads a fixture checkpoint (testdata/hf/<name>) with a family's
 // Load and frees it when the test ends.
-func Load[M interface{ Free() }](t testing.TB, load func(string, ...models.LoadOption) (M, error), name string, opts ...models.LoadOption) M {
+func Load[M interface{ Free() }, O any](t testing.TB, load func(string, ...O) (M, error), name string, opts ...O) M {
 	t.Helper()
 	m, err := load(Fixtures(t, name), opts...)
 	require.NoError(t, err, name)

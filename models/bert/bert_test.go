@@ -19,10 +19,7 @@ import (
 func tinyDir(t testing.TB) string { return filepath.Join(testutil.Fixtures(t), "bert-tiny") }
 
 func loadTiny(t testing.TB) *ForSequenceClassification {
-	m, err := LoadForSequenceClassification(tinyDir(t))
-	require.NoError(t, err)
-	t.Cleanup(m.Free)
-	return m
+	return testutil.Load(t, LoadForSequenceClassification, "bert-tiny")
 }
 
 // logits_base of the bert-tiny fixture is transformers'

@@ -14,29 +14,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func loadTiny(t testing.TB) *Model {
-	m, err := Load(filepath.Join(testutil.Fixtures(t), "bloom-tiny"))
-	require.NoError(t, err)
-	t.Cleanup(m.Free)
-	return m
-}
+func loadTiny(t testing.TB) *Model { return testutil.Load(t, Load, "bloom-tiny") }
 
 // logits_base of the bloom-tiny fixture is transformers' BloomForCausalLM
 // on a left-padded batch: ALiBi, the fused qkv layout, masks, tied head.
 func TestLogitsMatchHF(t *testing.T) {
-	m := loadTiny(t)
-	exp := testutil.OpenExpected(t, "bloom-tiny__lora-qkv")
-	ids, shape := exp.I64(t, "input_ids")
-	mask, _ := exp.I64(t, "attention_mask")
-	want := exp.F32(t, "logits_base")
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
-	require.NoError(t, s.Err())
-	require.Equal(t, []int64{2, 12, 512}, out.Logits.Shape())
-	d := testutil.MaxDiff(s.Float32s(out.Logits), want) // every position, padded ones too
-	t.Logf("max abs diff vs HF: %.3g", d)
-	require.LessOrEqual(t, d, 1e-4)
+	// every position, padded ones too
+	shape := testutil.RequireLogits(t, loadTiny(t), testutil.OpenExpected(t, "bloom-tiny__lora-qkv"), "logits_base", 1e-4)
+	require.Equal(t, []int64{2, 12, 512}, shape)
 }
 
 func TestSlopesMatchALiBi(t *testing.T) {

@@ -15,30 +15,15 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func loadTiny(t testing.TB) *Model {
-	m, err := Load(filepath.Join(testutil.Fixtures(t), "gpt2-tiny"))
-	require.NoError(t, err)
-	t.Cleanup(m.Free)
-	return m
-}
+func loadTiny(t testing.TB) *Model { return testutil.Load(t, Load, "gpt2-tiny") }
 
 // logits_base of the gpt2-tiny fixture is transformers' GPT2LMHeadModel on
 // a left-padded batch without position ids: Conv1D layers, the fused
 // c_attn, HF's where(causal)+padding masks (padded rows included), tied head.
 func TestLogitsMatchHF(t *testing.T) {
-	m := loadTiny(t)
-	exp := testutil.OpenExpected(t, "gpt2-tiny__lora-c_attn")
-	ids, shape := exp.I64(t, "input_ids")
-	mask, _ := exp.I64(t, "attention_mask")
-	want := exp.F32(t, "logits_base")
-	s := tensor.NoGradScope()
-	defer s.Close()
-	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
-	require.NoError(t, s.Err())
-	require.Equal(t, []int64{2, 12, 512}, out.Logits.Shape())
-	d := testutil.MaxDiff(s.Float32s(out.Logits), want) // every position, padded ones too
-	t.Logf("max abs diff vs HF: %.3g", d)
-	require.LessOrEqual(t, d, 1e-4)
+	// every position, padded ones too
+	shape := testutil.RequireLogits(t, loadTiny(t), testutil.OpenExpected(t, "gpt2-tiny__lora-c_attn"), "logits_base", 1e-4)
+	require.Equal(t, []int64{2, 12, 512}, shape)
 }
 
 // With generate's position ids (cumsum(mask)-1), the left-padded row's real
