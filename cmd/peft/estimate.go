@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/gopeft/peft/charts"
 	"github.com/gopeft/peft/data"
 	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/lora"
@@ -22,13 +23,14 @@ import (
 
 const estimateUsage = `usage: peft estimate --model DIR|config.json [--method M[,M...]|all] [--r 8] [--targets a,b]
        [--virtual-tokens 20] [--batch 1] [--seq 512] [--dtype fp32|fp16|bf16] [--optimizer adamw]
-       [--mixed-precision] [--checkpointing] [--device cpu|cuda] [--measure]
+       [--mixed-precision] [--checkpointing] [--device cpu|cuda] [--measure] [--chart BASE]
 
 Estimates the peak memory of a training step from config.json alone: framework, weights,
 activations, gradients, optimizer states (and, on CPU, what malloc keeps), per method:
 ` + "  full, lora, qlora, ia3, prompt, prefix, adapter, bitfit, freeze" + `
 --measure also trains 3 steps of a randomly initialised model of that config (fp32, CPU,
 one method of full/lora) and prints the peak RSS it reached next to the estimate.
+--chart draws the estimates as one stacked bar per method into BASE.svg and BASE.png.
 `
 
 // estimate is `peft estimate`: peft.EstimateMemory as a table.
@@ -49,6 +51,7 @@ func estimate(args []string, stdout, stderr io.Writer) error {
 	ckpt := fs.Bool("checkpointing", false, "activation checkpointing")
 	device := fs.String("device", "cpu", "cpu or cuda (framework overhead, allocator)")
 	measure := fs.Bool("measure", false, "also train 3 steps on CPU and report the measured peak RSS")
+	chart := fs.String("chart", "", "also draw the estimates as stacked bars: BASE.svg and BASE.png")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,6 +97,15 @@ func estimate(args []string, stdout, stderr io.Writer) error {
 		shape.Family, shape.ModelType, peft.Commas(shape.Params()), shape.Layers, shape.Hidden, shape.Heads, shape.KVHeads, shape.Vocab)
 	fmt.Fprintf(stdout, "job: batch %d x seq %d, %s, %s, activation checkpointing %s, device %s\n\n", *batch, *seq, dt, *optim, ck, *device)
 	fmt.Fprint(stdout, peft.Table(rows))
+	if *chart != "" {
+		files, err := charts.MemoryBars(rows, fmt.Sprintf("%s %s, batch %d x seq %d", shape.ModelType, peft.Commas(shape.Params()), *batch, *seq), *chart)
+		if err != nil {
+			return fmt.Errorf("estimate: %w", err)
+		}
+		for _, f := range files {
+			fmt.Fprintln(stdout, f)
+		}
+	}
 	if !*measure {
 		return nil
 	}

@@ -60,7 +60,11 @@ commands:
   torch_dtype) and --device cpu|cuda|cuda:N (default cpu)
   estimate --model DIR|config.json [--method lora|all] [--r 8] [--batch 4] [--seq 512] [--dtype bf16]
            [--optimizer adamw] [--checkpointing] [--measure]
-           the peak memory of a training step by component (weights, activations, gradients, optimizer)
+           [--chart BASE]
+           the peak memory of a training step by component (weights, activations, gradients, optimizer);
+           --chart also draws it as stacked bars per method (BASE.svg, BASE.png)
+  plot     [--out BASE] [--title T] RUN_DIR|metrics.jsonl
+           draw a training run's loss, eval loss and learning rate (BASE.svg, BASE.png)
 `
 
 func main() {
@@ -88,6 +92,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return tokenize(args[1:], stdout, os.Stdin, stderr)
 	case "estimate":
 		return estimate(args[1:], stdout, stderr)
+	case "plot":
+		return plotCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
