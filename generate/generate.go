@@ -24,9 +24,15 @@ type Model interface {
 // decoder-only generate expects: AttentionMask is 0 on the padding at the
 // start of a row and 1 on its tokens (nil: no padding). LeftPad builds one
 // from prompts of different lengths.
+//
+// PositionIDs, when set, are the prompt's position ids (one row per
+// prompt, as InputIDs): the prompt runs at them and each row's generated
+// tokens continue from its last position + 1. nil: HF generate's
+// cumsum(mask) - 1.
 type Input struct {
 	InputIDs      [][]int64
 	AttentionMask [][]int64
+	PositionIDs   [][]int64
 }
 
 // LeftPad pads prompts on the left with padID to the longest one's length.
@@ -169,7 +175,8 @@ type runner struct {
 	seqs   [][]int64
 	mask   [][]int64 // the prompt rows' masks (expanded)
 	padded bool
-	pos    []int64 // per row, the position of the next token
+	pos    []int64   // per row, the position of the next token
+	prompt [][]int64 // the prompt rows' position ids when the input gave them (expanded)
 	cache  *models.Cache
 	steps  int
 	vocab  int64
@@ -231,6 +238,21 @@ func (in Input) check() error {
 			return fmt.Errorf("generate: prompt %d has %d tokens, prompt 0 has %d: pad them to one length (LeftPad)", i, len(row), S)
 		}
 	}
+	if in.PositionIDs != nil {
+		if len(in.PositionIDs) != len(in.InputIDs) {
+			return fmt.Errorf("generate: %d position id rows for %d prompts", len(in.PositionIDs), len(in.InputIDs))
+		}
+		for i, row := range in.PositionIDs {
+			if len(row) != S {
+				return fmt.Errorf("generate: position id row %d has %d entries, want %d", i, len(row), S)
+			}
+			for j, v := range row {
+				if v < 0 {
+					return fmt.Errorf("generate: position id [%d][%d] = %d is negative", i, j, v)
+				}
+			}
+		}
+	}
 	if in.AttentionMask == nil {
 		return nil
 	}
@@ -280,10 +302,18 @@ func newRunner(m Model, p *plan, in Input) *runner {
 				r.padded = true
 			}
 		}
+		next := ones
+		if in.PositionIDs != nil { // explicit positions go through the padded path
+			r.padded = true
+			next = in.PositionIDs[i][len(in.PositionIDs[i])-1] + 1
+		}
 		for j := 0; j < k; j++ { // repeat_interleave
 			r.seqs = append(r.seqs, append([]int64(nil), in.InputIDs[i]...))
 			r.mask = append(r.mask, mask)
-			r.pos = append(r.pos, ones)
+			r.pos = append(r.pos, next)
+			if in.PositionIDs != nil {
+				r.prompt = append(r.prompt, in.PositionIDs[i])
+			}
 		}
 	}
 	if p.outputScores {
@@ -322,7 +352,9 @@ func (r *runner) forward(s *tensor.Scope) *tensor.T {
 			for j := len(r.mask[i]); j < width; j++ {
 				mask = append(mask, 1)
 			}
-			if first {
+			if first && r.prompt != nil {
+				pos = append(pos, r.prompt[i]...)
+			} else if first {
 				var c int64
 				for _, v := range r.mask[i] {
 					c += v

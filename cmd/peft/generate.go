@@ -26,7 +26,7 @@ func generateCmd(args []string, stderr io.Writer) error {
 	var adapters multi
 	fs.Var(&adapters, "adapter", "PEFT adapter folder (repeatable; the first is active)")
 	merge := fs.Bool("merge", false, "merge the first adapter into the base weights before generating")
-	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask (int64 [B,S], left-padded)")
+	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask (int64 [B,S], left-padded) and position_ids")
 	out := fs.String("out", "", "safetensors file to write sequences (and scores) to")
 	maxNew := fs.Int("max-new-tokens", 0, "tokens to generate per sequence (required)")
 	numBeams := fs.Int("num-beams", 1, "beam search with this many beams")
@@ -153,7 +153,8 @@ func generateCmd(args []string, stderr io.Writer) error {
 	return safetensors.Write(*out, tensors, map[string]string{"format": "pt"})
 }
 
-// readPrompts reads input_ids and the optional attention_mask (int64 [B,S]).
+// readPrompts reads input_ids and the optional attention_mask and
+// position_ids (int64 [B,S]).
 func readPrompts(path string) (generate.Input, error) {
 	set, err := safetensors.OpenFiles(path)
 	if err != nil {
@@ -193,7 +194,14 @@ func readPrompts(path string) (generate.Input, error) {
 	if mask != nil && (mshape[0] != shape[0] || mshape[1] != shape[1]) {
 		return generate.Input{}, fmt.Errorf("%s: attention_mask has shape %v, input_ids %v", path, mshape, shape)
 	}
-	return generate.Input{InputIDs: ids, AttentionMask: mask}, nil
+	pos, pshape, err := read("position_ids", false)
+	if err != nil {
+		return generate.Input{}, err
+	}
+	if pos != nil && (pshape[0] != shape[0] || pshape[1] != shape[1]) {
+		return generate.Input{}, fmt.Errorf("%s: position_ids has shape %v, input_ids %v", path, pshape, shape)
+	}
+	return generate.Input{InputIDs: ids, AttentionMask: mask, PositionIDs: pos}, nil
 }
 
 // zeroAsTiny maps an exact 0 to the tiny positive value that

@@ -7,8 +7,8 @@
 //
 // logits runs a HF checkpoint folder, with PEFT adapters when given (the
 // first is "default" and active; --merge folds it into the weights first),
-// on IN's `input_ids` (int64 [B,S]) and optional `attention_mask` (int64
-// [B,S]) and writes `logits` (float32 [B,S,V]) to OUT, atomically.
+// on IN's `input_ids` (int64 [B,S]), optional `attention_mask` (int64
+// [B,S]) and optional `position_ids` (int64 [B,S] or [1,S]) and writes `logits` (float32 [B,S,V]) to OUT, atomically.
 // merge writes a HF checkpoint with the adapter merged in. inspect prints
 // an adapter's config and its trainable-parameter line (with --model) or a
 // model's parameter count.
@@ -136,7 +136,7 @@ func logits(args []string, stderr io.Writer) error {
 	var adapters multi
 	fs.Var(&adapters, "adapter", "PEFT adapter folder (repeatable)")
 	merge := fs.Bool("merge", false, "merge the adapters into the base weights before running")
-	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask")
+	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask and position_ids")
 	out := fs.String("out", "", "safetensors file to write logits to")
 	lf := addLoadFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -177,6 +177,15 @@ func logits(args []string, stderr io.Writer) error {
 	}
 	if b.AttentionMask != nil && !nn.SameShape(b.AttentionMask.Shape(), b.InputIDs.Shape()) {
 		return fmt.Errorf("%s: attention_mask has shape %v, input_ids %v", *input, b.AttentionMask.Shape(), b.InputIDs.Shape())
+	}
+	if b.PositionIDs, err = readIDs(s, in, "position_ids", false); err != nil {
+		return err
+	}
+	if p := b.PositionIDs; p != nil {
+		ps, is := p.Shape(), b.InputIDs.Shape()
+		if ps[1] != is[1] || (ps[0] != is[0] && ps[0] != 1) {
+			return fmt.Errorf("%s: position_ids has shape %v, want [%d, %d] or [1, %d] (input_ids %v)", *input, ps, is[0], is[1], is[1], is)
+		}
 	}
 	res := m.ForwardT(s, b)
 	if err := s.Err(); err != nil {

@@ -135,10 +135,16 @@ func (c *Config) Validate() error {
 	if c.HiddenAct != "silu" {
 		return fmt.Errorf("field \"hidden_act\": %q is not supported (only \"silu\")", c.HiddenAct)
 	}
-	if rs, ok := c.Raw["rope_scaling"]; ok && rs != nil {
-		return fmt.Errorf("field \"rope_scaling\" is not supported yet")
+	if _, err := c.Rope(); err != nil {
+		return err
 	}
 	return nil
+}
+
+// Rope is the model's rotary embedding: rope_theta with config.json's
+// rope_scaling (or rope_parameters) block, see models.ParseRope.
+func (c *Config) Rope() (*models.Rope, error) {
+	return models.ParseRope(c.Raw, c.RopeTheta, c.HeadSize(), c.MaxPositionEmbeddings)
 }
 
 // HeadSize is the per-head dimension.

@@ -33,7 +33,7 @@ type Model struct {
 	// GenerationConfig is generation_config.json as read (nil if absent).
 	GenerationConfig []byte
 
-	invFreq *tensor.T // rotary inverse frequencies [head_dim/2], float32
+	rope    *models.Rope
 	weights models.Weights
 	dtype   tensor.DType  // of the floating-point weights as loaded (0: float32)
 	device  tensor.Device // where the weights live
@@ -242,19 +242,15 @@ func build(s *tensor.Scope, cfg *Config, linear linearFn, embed embedFn) *Model 
 	return m
 }
 
-// initRope computes inv_freq = 1 / theta^(2i/d) as HF does (in float32).
+// initRope reads the rotary embedding (rope_theta, rope_scaling) of the
+// config.
 func (m *Model) initRope() error {
-	d := m.Config.HeadSize()
-	inv := make([]float32, d/2)
-	for i := range inv {
-		exp := float32(2*i) / float32(d)
-		inv[i] = float32(1 / math.Pow(m.Config.RopeTheta, float64(exp)))
+	r, err := m.Config.Rope()
+	if err != nil {
+		return fmt.Errorf("llama: %w", err)
 	}
-	s := tensor.NewScope()
-	defer s.Close()
-	s.SetDevice(m.device)
-	m.invFreq = s.Keep(s.FromFloat32(inv, int64(len(inv))))
-	return s.Err()
+	m.rope = r
+	return nil
 }
 
 // DType is the dtype of the model's floating-point weights as loaded.
@@ -273,7 +269,6 @@ func (m *Model) Device() tensor.Device { return m.device }
 // handle taken from one of its parameters) may be used afterwards.
 func (m *Model) Free() {
 	nn.FreeParams(m)
-	m.invFreq.Free()
 	m.weights.Release()
 }
 
@@ -329,7 +324,7 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	} else if ps := pos.Shape(); len(ps) != 2 || ps[1] != L || (ps[0] != B && ps[0] != 1) {
 		return &models.Output{Logits: s.Failf("position_ids: shape %v, want [%d, %d]", ps, B, L)}
 	}
-	cos, sin := m.rotary(s, pos)
+	cos, sin := m.rope.CosSin(s, pos)
 	if dt := x.DType(); dt != tensor.Float32 { // HF: cos/sin computed in float32, cast to the activations' dtype
 		cos, sin = s.To(cos, dt), s.To(sin, dt)
 	}
@@ -382,14 +377,6 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 	x = m.Model.Norm.Forward(s, x)
 	logits, loss := models.CausalLMHead(s, b, x, m.LMHead)
 	return &models.Output{Logits: logits, Loss: loss, PastKeyValues: cache}
-}
-
-// rotary returns cos and sin [B|1, 1, L, head_dim] for position ids [B|1, L].
-func (m *Model) rotary(s *tensor.Scope, pos *tensor.T) (cos, sin *tensor.T) {
-	p := s.Unsqueeze(s.To(pos, tensor.Float32), -1) // [B, L, 1]
-	freqs := s.Mul(p, m.invFreq)                    // [B, L, d/2]
-	emb := s.Unsqueeze(s.Cat(-1, freqs, freqs), 1)  // [B, 1, L, d]
-	return s.Cos(emb), s.Sin(emb)
 }
 
 // attentionMask builds HF's additive mask [B, 1, L, T] in the activations'
@@ -454,8 +441,8 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *ten
 	q := s.Transpose(s.View(a.QProj.Forward(s, h), B, L, H, D), 1, 2)
 	k := s.Transpose(s.View(a.KProj.Forward(s, h), B, L, KV, D), 1, 2)
 	v := s.Transpose(s.View(a.VProj.Forward(s, h), B, L, KV, D), 1, 2)
-	q = applyRotary(s, q, cos, sin)
-	k = applyRotary(s, k, cos, sin)
+	q = models.ApplyRotary(s, q, cos, sin)
+	k = models.ApplyRotary(s, k, cos, sin)
 	k, v = models.AttendKV(s, prefix, past, newKV, k, v) // prefix keys are never rotated
 	if s.Err() != nil {
 		return nil
@@ -487,18 +474,6 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *ten
 	s.FreeSince(mark, p)
 	o := s.Reshape(s.Transpose(s.Matmul(p, v), 1, 2), B, L, H*D)
 	return a.OProj.Forward(s, o)
-}
-
-// applyRotary is x·cos + rotate_half(x)·sin, rotate_half(x) = [-x₂, x₁].
-func applyRotary(s *tensor.Scope, x, cos, sin *tensor.T) *tensor.T {
-	if x == nil {
-		return nil
-	}
-	d := x.Size(-1)
-	x1 := s.Narrow(x, -1, 0, d/2)
-	x2 := s.Narrow(x, -1, d/2, d-d/2)
-	rot := s.Cat(-1, s.Neg(x2), x1)
-	return s.Add(s.Mul(x, cos), s.Mul(rot, sin))
 }
 
 // Save writes the model as a HF folder that transformers can load:
