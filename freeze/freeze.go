@@ -70,7 +70,7 @@ type Config struct {
 	Revision            *string       `json:"revision"`
 
 	raw    map[string]json.RawMessage
-	layers map[int]bool // resolved by Inject
+	layers map[int]bool // resolved by CheckModel
 }
 
 // Layers is a helper for TrainableLayers.
@@ -117,7 +117,7 @@ func layerOf(name string) (idx int, sub string, ok bool) {
 	return 0, "", false
 }
 
-// SelectsParam implements peft.SelectiveConfig (after Inject resolved the
+// SelectsParam implements peft.SelectiveConfig (after CheckModel resolved the
 // layers): a parameter of a chosen layer's chosen sub-module, or of an
 // extra module.
 func (c *Config) SelectsParam(name string) bool {
@@ -149,9 +149,9 @@ func modulePath(name string) string {
 	return ""
 }
 
-// Inject implements peft.Config: it resolves the layers from the model and
+// CheckModel implements peft.ModelChecker: it resolves the layers from the model and
 // checks that every name in the configuration exists.
-func (c *Config) Inject(model nn.Module, _ string) error {
+func (c *Config) CheckModel(model nn.Module) error {
 	if c.Task == "" {
 		c.Task = peft.CausalLM
 	}

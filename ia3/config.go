@@ -106,7 +106,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		out[k] = v
 	}
 	out["target_modules"] = c.TargetModules
-	if c.ExcludeModules.set() || c.raw["exclude_modules"] != nil {
+	if c.ExcludeModules.IsSet() || c.raw["exclude_modules"] != nil {
 		out["exclude_modules"] = c.ExcludeModules
 	}
 	out["feedforward_modules"] = c.FeedforwardModules
@@ -138,63 +138,21 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 }
 
 // Targets is target_modules / feedforward_modules / exclude_modules: a list
-// of names, a regex string (full match), or unset (null).
-type Targets struct {
-	List  []string
-	Regex string
-}
+// of names, a regex string (full match), or unset (null); see peft.Targets.
+type Targets = peft.Targets
 
 // List makes list targets.
-func List(names ...string) Targets { return Targets{List: names} }
+func List(names ...string) Targets { return peft.TargetList(names...) }
 
 // Regex makes regex targets (matched against the whole module path).
-func Regex(pattern string) Targets { return Targets{Regex: pattern} }
-
-func (t Targets) set() bool { return t.List != nil || t.Regex != "" }
-
-func (t Targets) MarshalJSON() ([]byte, error) {
-	switch {
-	case t.Regex != "":
-		return json.Marshal(t.Regex)
-	case t.List != nil:
-		return json.Marshal(t.List)
-	}
-	return []byte("null"), nil
-}
-
-func (t *Targets) UnmarshalJSON(b []byte) error {
-	*t = Targets{}
-	switch {
-	case string(b) == "null":
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		return json.Unmarshal(b, &t.Regex)
-	}
-	return json.Unmarshal(b, &t.List)
-}
-
-// matches is PEFT's check for target_modules / exclude_modules: a regex
-// must match the whole path; a list entry must equal the path or be a
-// "."-separated suffix of it.
-func (t Targets) matches(path string) bool {
-	if t.Regex != "" {
-		re, err := regexp.Compile(`^(?:` + t.Regex + `)$`)
-		return err == nil && re.MatchString(path)
-	}
-	for _, n := range t.List {
-		if path == n || hasDotSuffix(path, n) {
-			return true
-		}
-	}
-	return false
-}
+func Regex(pattern string) Targets { return peft.TargetRegex(pattern) }
 
 // matchesFeedforward is PEFT's check for feedforward_modules: a regex must
 // match the whole path; a list entry is a plain string suffix (no "."
 // boundary, as PEFT's `key.endswith(target_key)`).
-func (t Targets) matchesFeedforward(path string) bool {
+func matchesFeedforward(t Targets, path string) bool {
 	if t.Regex != "" {
-		return t.matches(path)
+		return t.Matches(path)
 	}
 	for _, n := range t.List {
 		if len(path) >= len(n) && path[len(path)-len(n):] == n {
@@ -202,8 +160,4 @@ func (t Targets) matchesFeedforward(path string) bool {
 		}
 	}
 	return false
-}
-
-func hasDotSuffix(path, n string) bool {
-	return len(path) > len(n) && path[len(path)-len(n):] == n && path[len(path)-len(n)-1] == '.'
 }

@@ -113,7 +113,7 @@ func (c *Config) Validate() error {
 	// layers_pattern is a regex (PEFT puts it unescaped into
 	// rf".*\.{layer_pattern}\.(\d+)\."); a bad one is refused here
 	for _, p := range c.LayersPattern {
-		if _, err := layerRegexp(p); err != nil {
+		if _, err := peft.LayerPatternRegexp(p); err != nil {
 			return fmt.Errorf("field \"layers_pattern\": %q is not a valid regex: %w", p, err)
 		}
 	}
@@ -143,11 +143,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
-}
-
-// layerRegexp is PEFT's layer-index regex for one layers_pattern entry.
-func layerRegexp(p string) (*regexp.Regexp, error) {
-	return regexp.Compile(`^.*?\.` + p + `\.(\d+)\.`)
 }
 
 // patternRegexp is PEFT's match of a rank_pattern/alpha_pattern key
@@ -181,7 +176,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	set("lora_alpha", number(c.LoraAlpha))
 	set("lora_dropout", c.LoraDropout)
 	set("target_modules", c.TargetModules)
-	if c.ExcludeModules.set() || c.raw["exclude_modules"] != nil {
+	if c.ExcludeModules.IsSet() || c.raw["exclude_modules"] != nil {
 		set("exclude_modules", c.ExcludeModules)
 	}
 	set("fan_in_fan_out", c.FanInFanOut)
@@ -225,40 +220,15 @@ func number(f float64) json.Number {
 }
 
 // Targets is target_modules / exclude_modules: a list of names (exact or
-// "."-suffix match), a regex string (full match), or unset (null).
-type Targets struct {
-	List  []string
-	Regex string
-}
+// "."-suffix match), a regex string (full match), or unset (null); see
+// peft.Targets.
+type Targets = peft.Targets
 
 // List makes list targets.
-func List(names ...string) Targets { return Targets{List: names} }
+func List(names ...string) Targets { return peft.TargetList(names...) }
 
 // Regex makes regex targets (matched against the whole module path).
-func Regex(pattern string) Targets { return Targets{Regex: pattern} }
-
-func (t Targets) set() bool { return t.List != nil || t.Regex != "" }
-
-func (t Targets) MarshalJSON() ([]byte, error) {
-	switch {
-	case t.Regex != "":
-		return json.Marshal(t.Regex)
-	case t.List != nil:
-		return json.Marshal(t.List)
-	}
-	return []byte("null"), nil
-}
-
-func (t *Targets) UnmarshalJSON(b []byte) error {
-	*t = Targets{}
-	switch {
-	case string(b) == "null":
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		return json.Unmarshal(b, &t.Regex)
-	}
-	return json.Unmarshal(b, &t.List)
-}
+func Regex(pattern string) Targets { return peft.TargetRegex(pattern) }
 
 // Init is init_lora_weights: true, false or "gaussian" (Value holds the JSON
 // text: "true", "false", "gaussian").

@@ -150,7 +150,14 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 		return nil
 	}
 	base := m.BaseModel.Model
-	if err := cfg.Inject(base, name); err != nil {
+	var err error
+	switch c := cfg.(type) {
+	case TunerConfig:
+		err = InjectAdapter(base, name, c)
+	case ModelChecker:
+		err = c.CheckModel(base)
+	}
+	if err != nil {
 		m.dropAdapter(name)
 		return err
 	}

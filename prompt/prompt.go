@@ -32,7 +32,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 )
 
@@ -80,10 +79,6 @@ type TuningConfig struct {
 }
 
 func (c *TuningConfig) PeftType() peft.PeftType { return peft.PromptTuning }
-
-// Inject implements peft.Config; prompt tuning adds no layers, and
-// peft.Model builds its encoder with NewPromptEncoder instead.
-func (c *TuningConfig) Inject(nn.Module, string) error { return errNoInject }
 
 // DecodeTuning parses adapter_config.json of a PROMPT_TUNING adapter.
 func DecodeTuning(data []byte) (peft.Config, error) {
@@ -150,10 +145,6 @@ type EncoderConfig struct {
 
 func (c *EncoderConfig) PeftType() peft.PeftType { return peft.PTuning }
 
-// Inject implements peft.Config; P-tuning adds no layers, and peft.Model
-// builds its encoder with NewPromptEncoder instead.
-func (c *EncoderConfig) Inject(nn.Module, string) error { return errNoInject }
-
 // DecodeEncoder parses adapter_config.json of a P_TUNING adapter.
 func DecodeEncoder(data []byte) (peft.Config, error) {
 	c := &EncoderConfig{}
@@ -206,8 +197,6 @@ func (c *EncoderConfig) MarshalJSON() ([]byte, error) {
 	out["peft_type"] = peft.PTuning
 	return peft.EncodeConfig(out)
 }
-
-var errNoInject = fmt.Errorf("prompt: prompt-learning adapters add no layers; add them with peft.New or Model.AddAdapter")
 
 func nullString(s string) any {
 	if s == "" {
