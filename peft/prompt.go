@@ -200,11 +200,12 @@ func (m *Model) activePrompt() (PromptConfig, PromptEncoder) {
 	if m.disabled || m.PromptEncoder == nil {
 		return nil, nil
 	}
-	pc, ok := m.configs[m.active].(PromptConfig)
+	active := m.ActiveAdapter()
+	pc, ok := m.configs[active].(PromptConfig)
 	if !ok {
 		return nil, nil
 	}
-	e, ok := m.PromptEncoder.Get(m.active)
+	e, ok := m.PromptEncoder.Get(active)
 	if !ok {
 		return nil, nil
 	}
