@@ -74,3 +74,13 @@ func TestAddedAdapterSavesBaseModelName(t *testing.T) {
 		require.Equal(t, llamaTiny, *cfg.Base, "adapter %q", sub)
 	}
 }
+
+// Two adapters with their own copy of a modules_to_save layer cannot be
+// active together (PEFT's ModulesToSaveWrapper raises too).
+func TestSetAdapterRefusesTwoModulesToSaveCopies(t *testing.T) {
+	m, err := lora.Wrap(loadTiny(t), &lora.Config{TargetModules: lora.List("q_proj"), ModulesToSave_: []string{"lm_head"}})
+	require.NoError(t, err)
+	require.NoError(t, m.AddAdapter("second", &lora.Config{TargetModules: lora.List("q_proj"), ModulesToSave_: []string{"lm_head"}}))
+	require.ErrorContains(t, m.SetAdapter("default", "second"), `modules_to_save "lm_head" has a copy for each of [default second]`)
+	require.Equal(t, []string{"default"}, m.ActiveAdapters(), "nothing changed")
+}

@@ -218,6 +218,19 @@ func (m *Model) SetAdapter(names ...string) error {
 		}
 		cfgs = append(cfgs, cfg)
 	}
+	for _, pt := range tuners(m.BaseModel.Model) {
+		if w, ok := pt.tuner.(*ModulesToSave); ok && len(names) > 1 {
+			var here []string
+			for _, n := range names {
+				if contains(w.Adapters(), n) {
+					here = append(here, n)
+				}
+			}
+			if len(here) > 1 { // PEFT's ModulesToSaveWrapper refuses it too
+				return fmt.Errorf("peft: modules_to_save %q has a copy for each of %v; only one of them can be active", pt.path, here)
+			}
+		}
+	}
 	m.active = append([]string(nil), names...)
 	for _, pt := range tuners(m.BaseModel.Model) {
 		pt.tuner.SetActive(m.active)
