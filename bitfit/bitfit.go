@@ -55,10 +55,14 @@ type Config struct {
 	// ("query_key_value", "mlp.dense_4h_to_h"), a string is a regex that
 	// must match the whole module path. Unset (null): every bias of the
 	// model, LayerNorms included.
-	TargetModules       Targets       `json:"target_modules"`
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	TargetModules Targets `json:"target_modules"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw map[string]json.RawMessage
 }

@@ -64,10 +64,14 @@ type Config struct {
 	// it. (LLaMA-Factory matches substrings of parameter names, so its
 	// "norm" also trains every layer's input_layernorm; here it is only
 	// model.norm.)
-	ExtraModules        StringList    `json:"freeze_extra_modules"`
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	ExtraModules StringList `json:"freeze_extra_modules"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw    map[string]json.RawMessage
 	layers map[int]bool // resolved by CheckModel

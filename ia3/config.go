@@ -22,13 +22,23 @@ type Config struct {
 	// FeedforwardModules are the targeted layers whose *input* is scaled
 	// (null: PEFT's default for the model_type). A list must be a subset of
 	// a list TargetModules.
-	FeedforwardModules  Targets       `json:"feedforward_modules"`
-	FanInFanOut         bool          `json:"fan_in_fan_out"`
-	ModulesToSave_      []string      `json:"modules_to_save"`
-	InitIA3Weights      *bool         `json:"init_ia3_weights"` // nil = true (ones)
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	FeedforwardModules Targets `json:"feedforward_modules"`
+	// FanInFanOut says the base weight is stored [in, out] (GPT-2's
+	// Conv1D). Injection sets it from the wrapped layers, as PEFT does.
+	FanInFanOut bool `json:"fan_in_fan_out"`
+	// ModulesToSave_ are modules (a classifier head, lm_head) trained and
+	// saved whole beside the adapter (PEFT's modules_to_save).
+	ModulesToSave_ []string `json:"modules_to_save"`
+	// InitIA3Weights starts the vectors at ones (nil or true: the wrapped
+	// model equals the base) or, false, at N(0, 1).
+	InitIA3Weights *bool `json:"init_ia3_weights"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw map[string]json.RawMessage // the file as read
 }

@@ -66,12 +66,16 @@ type Tokenizer interface {
 type TuningConfig struct {
 	peft.PromptLearningConfig
 	// PromptTuningInit is RANDOM (default), TEXT or SAMPLE_VOCAB.
-	PromptTuningInit     string `json:"prompt_tuning_init"`
+	PromptTuningInit string `json:"prompt_tuning_init"`
+	// PromptTuningInitText is the text whose token embeddings (repeated
+	// or cut to num_virtual_tokens) start the prompt with TEXT init.
 	PromptTuningInitText string `json:"prompt_tuning_init_text"`
 	// TokenizerNameOrPath is recorded for Python PEFT, which requires it
 	// with TEXT init (filled from Tokenizer when that has NameOrPath()).
-	TokenizerNameOrPath string         `json:"tokenizer_name_or_path"`
-	TokenizerKwargs     map[string]any `json:"tokenizer_kwargs"`
+	TokenizerNameOrPath string `json:"tokenizer_name_or_path"`
+	// TokenizerKwargs are the keyword arguments Python PEFT passes to
+	// AutoTokenizer.from_pretrained for TEXT init (kept, not used here).
+	TokenizerKwargs map[string]any `json:"tokenizer_kwargs"`
 	// Tokenizer encodes PromptTuningInitText for TEXT init; not saved.
 	Tokenizer Tokenizer `json:"-"`
 
@@ -137,8 +141,10 @@ type EncoderConfig struct {
 	EncoderHiddenSize int `json:"encoder_hidden_size"`
 	// EncoderNumLayers is the LSTM's layer count (default 2; the MLP
 	// always has 3 Linear layers, as in PEFT).
-	EncoderNumLayers int     `json:"encoder_num_layers"`
-	EncoderDropout   float64 `json:"encoder_dropout"` // between LSTM layers, while training
+	EncoderNumLayers int `json:"encoder_num_layers"`
+	// EncoderDropout is the dropout probability between the LSTM's layers,
+	// while training (default 0).
+	EncoderDropout float64 `json:"encoder_dropout"`
 
 	raw map[string]json.RawMessage
 }
