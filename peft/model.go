@@ -533,14 +533,16 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// CheckFinite returns an error naming what when t has NaN or Inf values.
+// CheckFinite returns an error naming what when t has NaN or Inf values:
+// a Tuner's Merge(names, safe=true) calls it on the merged weight before
+// it replaces the base weight (PEFT's safe_merge).
 func CheckFinite(s *tensor.Scope, t *tensor.T, what string) error {
 	v := s.Item(s.Sum(s.Abs(t), false))
 	if err := s.Err(); err != nil {
 		return err
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return fmt.Errorf("%s: merged weights are not finite (NaN or Inf)", what)
+		return fmt.Errorf("%s: merged weights are not finite (NaN or Inf); nothing was merged", what)
 	}
 	return nil
 }
