@@ -89,6 +89,8 @@ func (c *Config) Prepare(model nn.Module) (peft.Targeting, error) {
 		}
 		c.FeedforwardModules = List(ff...)
 	}
+	// after the defaults, as PEFT's inject_adapter; the saved config lists the layers
+	c.TargetModules = peft.ExpandAllLinear(model, c.TargetModules)
 	return peft.Targeting{TargetModules: c.TargetModules, ExcludeModules: c.ExcludeModules, ModulesToSave: c.ModulesToSave_}, nil
 }
 

@@ -335,3 +335,15 @@ func TestInjectTargeting(t *testing.T) {
 	_, err = peft.New(loadTiny(t), &gateConfig{TargetModules: peft.TargetList("embed_tokens")})
 	require.ErrorContains(t, err, `"model.embed_tokens" is a Embedding, not a Linear`)
 }
+
+// A config that says nothing about what it does to the model is refused.
+type bareConfig struct{}
+
+func (bareConfig) PeftType() peft.PeftType      { return "BARE" }
+func (bareConfig) TaskType() peft.TaskType      { return peft.CausalLM }
+func (bareConfig) MarshalJSON() ([]byte, error) { return []byte(`{"peft_type":"BARE"}`), nil }
+
+func TestConfigWithoutBehaviourIsRefused(t *testing.T) {
+	_, err := peft.New(loadTiny(t), bareConfig{})
+	require.ErrorContains(t, err, "implements none of peft.TunerConfig")
+}

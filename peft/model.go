@@ -167,6 +167,10 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 		err = InjectAdapter(base, name, c)
 	case ModelChecker:
 		err = c.CheckModel(base)
+	default:
+		if _, selective := cfg.(SelectiveConfig); !selective {
+			err = fmt.Errorf("peft: the %s config (%T) implements none of peft.TunerConfig, peft.PromptConfig, peft.SelectiveConfig: nothing says what it does to the model", cfg.PeftType(), cfg)
+		}
 	}
 	if err != nil {
 		m.dropAdapter(name)
