@@ -8,7 +8,9 @@ import (
 	"testing"
 
 	"github.com/gopeft/peft/lora"
+	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
@@ -83,4 +85,18 @@ func TestSetAdapterRefusesTwoModulesToSaveCopies(t *testing.T) {
 	require.NoError(t, m.AddAdapter("second", &lora.Config{TargetModules: lora.List("q_proj"), ModulesToSave_: []string{"lm_head"}}))
 	require.ErrorContains(t, m.SetAdapter("default", "second"), `modules_to_save "lm_head" has a copy for each of [default second]`)
 	require.Equal(t, []string{"default"}, m.ActiveAdapters(), "nothing changed")
+}
+
+// Loading an adapter for inference puts the model in eval mode (PEFT's
+// load_adapter calls eval() when is_trainable is False): dropout stops.
+func TestLoadForInferenceSwitchesDropoutOff(t *testing.T) {
+	m, err := lora.Wrap(loadTiny(t), &lora.Config{TargetModules: lora.List("q_proj", "v_proj"), LoraDropout: 0.5,
+		InitLoraWeights: lora.Init{Value: "false"}})
+	require.NoError(t, err)
+	nn.SetTraining(m, true)
+	s := tensor.NoGradScope()
+	defer s.Close()
+	require.Greater(t, maxAbs(logits(t, s, m), logits(t, s, m)), 0.0, "dropout is on while training")
+	require.NoError(t, m.LoadAdapter(filepath.Join(tinyAdapters, "lora-default"), "x"))
+	require.Zero(t, maxAbs(logits(t, s, m), logits(t, s, m)), "eval mode after an inference load")
 }

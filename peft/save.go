@@ -349,6 +349,7 @@ func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, 
 		}
 	}
 	if !opt.trainable {
+		nn.SetTraining(m, false) // PEFT's load_adapter calls eval() for inference
 		for _, pt := range tuners(m.BaseModel.Model) {
 			if err := pt.tuner.SetTrainable(name, false); err != nil {
 				return err
