@@ -144,10 +144,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("fields \"layers_to_transform\"/\"layers_pattern\" need a list \"target_modules\", not a regex")
 	}
 	for _, p := range []Targets{c.TargetModules, c.ExcludeModules} {
-		if p.Regex != "" {
-			if _, err := regexp.Compile(p.Regex); err != nil {
-				return fmt.Errorf("regex %q: %w", p.Regex, err)
-			}
+		if err := p.Validate(); err != nil {
+			return err
 		}
 	}
 	// layers_pattern is a regex (PEFT puts it unescaped into

@@ -24,8 +24,14 @@ type Targets struct {
 	Regex string
 }
 
-// TargetList makes list targets.
-func TargetList(names ...string) Targets { return Targets{List: names} }
+// TargetList makes list targets (with no names, an empty list: set, and
+// matching nothing).
+func TargetList(names ...string) Targets {
+	if names == nil {
+		names = []string{}
+	}
+	return Targets{List: names}
+}
 
 // TargetRegex makes regex targets (matched against the whole module path).
 func TargetRegex(pattern string) Targets { return Targets{Regex: pattern} }
