@@ -53,7 +53,8 @@ type ModelChecker interface {
 }
 
 // Targeting is what a method targets: the fields of PEFT's configs that
-// check_target_module_exists reads.
+// check_target_module_exists reads. Match only reads it, so a Targeting
+// not being changed is safe for concurrent use.
 type Targeting struct {
 	// TargetModules selects the modules to wrap (see Targets; "all-linear"
 	// is expanded here).
@@ -75,7 +76,8 @@ type Targeting struct {
 	Field string
 }
 
-// Target is one matched module handed to CreateOrUpdate.
+// Target is one matched module handed to CreateOrUpdate (a plain value;
+// the modules it points to are not safe for concurrent mutation).
 type Target struct {
 	Model   nn.Module // the model being injected (its root)
 	Path    string    // the module's path (model.layers.0.self_attn.q_proj)
@@ -254,7 +256,8 @@ func ExpandAllLinear(model nn.Module, t Targets) Targets {
 	return TargetList(allLinear(model)...)
 }
 
-// TunerAt is a Tuner with its module path.
+// TunerAt is a Tuner with its module path (a plain value; the Tuner is
+// not safe for concurrent mutation).
 type TunerAt struct {
 	Path  string
 	Tuner Tuner

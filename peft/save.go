@@ -224,7 +224,8 @@ func firstKey(m map[string]bool) string {
 
 // LoadOption is an option of Load and LoadAdapter (PEFT's keyword
 // arguments of PeftModel.from_pretrained and load_adapter): WithAdapterName,
-// Trainable, or a LoadOptions value.
+// Trainable, or a LoadOptions value. Options are immutable values, safe
+// for concurrent use.
 type LoadOption interface {
 	applyLoad(*loadSettings)
 }
