@@ -1,7 +1,6 @@
 package ia3
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -137,14 +136,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	}
 	out["peft_type"] = "IA3"
 	out["inference_mode"] = true
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	return peft.EncodeConfig(out)
 }
 
 // Targets is target_modules / feedforward_modules / exclude_modules: a list

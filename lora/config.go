@@ -242,14 +242,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	}
 	set("peft_type", "LORA")
 	set("inference_mode", true)
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	return peft.EncodeConfig(out)
 }
 
 // number writes integral floats without a fraction (PEFT writes 16, not 16.0).
