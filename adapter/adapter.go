@@ -86,23 +86,8 @@ var DefaultModules = map[string][2][]string{
 
 // matchModule is PEFT's list matching of a module path against an entry
 // (the path itself or a "."-suffix of it), where a "*" component of the
-// entry matches any one path component.
-func matchModule(path, entry string) bool {
-	if !strings.Contains(entry, "*") {
-		return path == entry || strings.HasSuffix(path, "."+entry)
-	}
-	p, e := strings.Split(path, "."), strings.Split(entry, ".")
-	if len(e) > len(p) {
-		return false
-	}
-	p = p[len(p)-len(e):]
-	for i := range e {
-		if e[i] != "*" && e[i] != p[i] {
-			return false
-		}
-	}
-	return true
-}
+// entry matches any one path component (see peft.Targets).
+func matchModule(path, entry string) bool { return peft.TargetList(entry).Matches(path) }
 
 // Placement names an adapter's position, as AdapterHub names the module
 // that holds it.
@@ -111,106 +96,73 @@ const (
 	OutputAdapters    = "output_adapters"    // output_adapter
 )
 
-// Inject implements peft.Config: wraps every chosen projection in an
-// adapter.Layer (or adds the adapter to one already there). Unset module
-// lists take DefaultModules for the model type; the filled-in lists are
-// what Save writes.
-func (c *Config) Inject(model nn.Module, name string) error {
+// Prepare implements peft.TunerConfig: unset module lists take
+// DefaultModules for the model type (the filled-in lists are what Save
+// writes); leave_out skips layers; with train_layer_norms the layers'
+// norms are found.
+func (c *Config) Prepare(model nn.Module) (peft.Targeting, error) {
 	c.fillDefaults()
 	if err := c.Validate(); err != nil {
-		return fmt.Errorf("adapter: %w", err)
+		return peft.Targeting{}, fmt.Errorf("adapter: %w", err)
 	}
-	mt := ""
-	if t, ok := model.(interface{ ModelType() string }); ok {
-		mt = t.ModelType()
-	}
+	mt := peft.ModelType(model)
 	def, hasDef := DefaultModules[mt]
 	if c.MhAdapter && c.MhAdapterModules == nil {
 		if !hasDef {
-			return fmt.Errorf("adapter: no mh_adapter_modules given and no default for model_type %q", mt)
+			return peft.Targeting{}, fmt.Errorf("adapter: no mh_adapter_modules given and no default for model_type %q", mt)
 		}
 		c.MhAdapterModules = def[0]
 	}
 	if c.OutputAdapter && c.OutputAdapterModules == nil {
 		if !hasDef {
-			return fmt.Errorf("adapter: no output_adapter_modules given and no default for model_type %q", mt)
+			return peft.Targeting{}, fmt.Errorf("adapter: no output_adapter_modules given and no default for model_type %q", mt)
 		}
 		c.OutputAdapterModules = def[1]
 	}
-	var places [][]string
+	targets := []string{}
 	if c.MhAdapter {
-		places = append(places, c.MhAdapterModules)
+		targets = append(targets, c.MhAdapterModules...)
 	}
 	if c.OutputAdapter {
-		places = append(places, c.OutputAdapterModules)
-	}
-	leave := map[int]bool{}
-	for _, l := range c.LeaveOut {
-		leave[l] = true
-	}
-	type target struct {
-		path  string
-		layer nn.Layer
-	}
-	var targets []target
-	for _, path := range nn.Paths(model) {
-		hit := false
-		for _, list := range places {
-			for _, n := range list {
-				hit = hit || matchModule(path, n)
-			}
-		}
-		if !hit {
-			continue
-		}
-		if idx, ok := layerIndex(path); ok && leave[idx] {
-			continue
-		}
-		mod, _ := nn.Get(model, path)
-		var layer nn.Layer
-		switch m := mod.(type) {
-		case *Layer:
-			layer = m
-		case *nn.Linear, *nn.Conv1D:
-			layer = m.(nn.Layer)
-		default:
-			return fmt.Errorf("adapter: module %q is a %s; adapters wrap Linear and Conv1D output projections", path, nn.TypeName(mod))
-		}
-		targets = append(targets, target{path, layer})
-	}
-	if len(targets) == 0 {
-		return fmt.Errorf("adapter: mh_adapter_modules %q / output_adapter_modules %q matched no module", c.MhAdapterModules, c.OutputAdapterModules)
-	}
-	for _, t := range targets {
-		l, ok := t.layer.(*Layer)
-		if !ok {
-			l = &Layer{Base: t.layer, Bottlenecks: nn.NewModuleDict()}
-			if _, err := nn.Replace(model, t.path, l); err != nil {
-				return err
-			}
-		}
-		if _, dup := l.bottleneck(name); dup {
-			return fmt.Errorf("adapter: %q already has an adapter %q", t.path, name)
-		}
-		d := outWidth(l.Base)
-		k := int64(float64(d) / c.ReductionFactor)
-		if k < 1 {
-			k = 1
-		}
-		b, err := newBottleneck(d, k, c)
-		if err != nil {
-			return fmt.Errorf("adapter: %s: %w", t.path, err)
-		}
-		l.Bottlenecks.Set(name, b)
+		targets = append(targets, c.OutputAdapterModules...)
 	}
 	c.norms = nil
 	if c.TrainLayerNorms {
 		c.norms = layerNorms(model)
 		if len(c.norms) == 0 {
-			return fmt.Errorf("adapter: train_layer_norms: the model's layers have no LayerNorm/RMSNorm")
+			return peft.Targeting{}, fmt.Errorf("adapter: train_layer_norms: the model's layers have no LayerNorm/RMSNorm")
 		}
 	}
-	return nil
+	return peft.Targeting{
+		TargetModules: peft.TargetList(targets...), SkipLayers: c.LeaveOut,
+		Field: "mh_adapter_modules/output_adapter_modules",
+	}, nil
+}
+
+// CreateOrUpdate implements peft.TunerConfig: a Linear or Conv1D output
+// projection becomes an adapter.Layer with a bottleneck for the adapter;
+// a Layer already there gets one more bottleneck.
+func (c *Config) CreateOrUpdate(t peft.Target) (peft.Tuner, error) {
+	l, ok := t.Module.(*Layer)
+	if !ok {
+		switch m := t.Module.(type) {
+		case *nn.Linear, *nn.Conv1D:
+			l = &Layer{Base: m.(nn.Layer), Bottlenecks: nn.NewModuleDict()}
+		default:
+			return nil, fmt.Errorf("adapter: module %q is a %s; adapters wrap Linear and Conv1D output projections", t.Path, nn.TypeName(t.Module))
+		}
+	}
+	d := outWidth(l.Base)
+	k := int64(float64(d) / c.ReductionFactor)
+	if k < 1 {
+		k = 1
+	}
+	b, err := newBottleneck(d, k, c)
+	if err != nil {
+		return nil, fmt.Errorf("adapter: %s: %w", t.Path, err)
+	}
+	l.Bottlenecks.Set(t.Adapter, b)
+	return l, nil
 }
 
 // outWidth is a projection's output width (the hidden size it returns to).

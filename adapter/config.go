@@ -53,14 +53,20 @@ type Config struct {
 	// each placement (PEFT's list matching: a path or a "."-suffix of it;
 	// a "*" component matches any one component, as in BERT's
 	// "layer.*.output.dense"). Unset: DefaultModules for the model type.
-	MhAdapterModules     []string `json:"mh_adapter_modules"`
+	MhAdapterModules []string `json:"mh_adapter_modules"`
+	// OutputAdapterModules names the layers wrapped for output_adapter
+	// (see MhAdapterModules).
 	OutputAdapterModules []string `json:"output_adapter_modules"`
 	// ModulesToSave_ are further modules trained in full (PEFT's
 	// modules_to_save, e.g. lm_head).
-	ModulesToSave_      []string      `json:"modules_to_save"`
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	ModulesToSave_ []string `json:"modules_to_save"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw   map[string]json.RawMessage
 	norms []string // the layer norms TrainLayerNorms resolved to (Inject)

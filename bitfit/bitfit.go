@@ -55,10 +55,14 @@ type Config struct {
 	// ("query_key_value", "mlp.dense_4h_to_h"), a string is a regex that
 	// must match the whole module path. Unset (null): every bias of the
 	// model, LayerNorms included.
-	TargetModules       Targets       `json:"target_modules"`
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	TargetModules Targets `json:"target_modules"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw map[string]json.RawMessage
 }
@@ -88,15 +92,15 @@ func (c *Config) SelectsParam(name string) bool {
 	default:
 		return false
 	}
-	if !c.TargetModules.set() {
+	if !c.TargetModules.IsSet() {
 		return true
 	}
-	return c.TargetModules.matches(module)
+	return c.TargetModules.Matches(module)
 }
 
-// Inject implements peft.Config. BitFit adds nothing; it checks that the
+// CheckModel implements peft.ModelChecker. BitFit adds nothing; it checks that the
 // configuration chooses at least one bias of the model.
-func (c *Config) Inject(model nn.Module, _ string) error {
+func (c *Config) CheckModel(model nn.Module) error {
 	if c.Task == "" {
 		c.Task = peft.CausalLM
 	}
@@ -194,59 +198,13 @@ func distinct(list []string) []string {
 }
 
 // Targets is target_modules: a list of names, a regex string (full match),
-// or unset (null).
-type Targets struct {
-	List  []string
-	Regex string
-}
+// or unset (null); see peft.Targets.
+type Targets = peft.Targets
 
 // List makes list targets.
-func List(names ...string) Targets { return Targets{List: names} }
+func List(names ...string) Targets { return peft.TargetList(names...) }
 
 // Regex makes regex targets (matched against the whole module path).
-func Regex(pattern string) Targets { return Targets{Regex: pattern} }
-
-func (t Targets) set() bool { return t.List != nil || t.Regex != "" }
-
-func (t Targets) String() string {
-	if t.Regex != "" {
-		return fmt.Sprintf("%q", t.Regex)
-	}
-	return fmt.Sprintf("%q", t.List)
-}
-
-func (t Targets) MarshalJSON() ([]byte, error) {
-	switch {
-	case t.Regex != "":
-		return json.Marshal(t.Regex)
-	case t.List != nil:
-		return json.Marshal(t.List)
-	}
-	return []byte("null"), nil
-}
-
-func (t *Targets) UnmarshalJSON(b []byte) error {
-	*t = Targets{}
-	switch {
-	case string(b) == "null":
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		return json.Unmarshal(b, &t.Regex)
-	}
-	return json.Unmarshal(b, &t.List)
-}
-
-func (t Targets) matches(path string) bool {
-	if t.Regex != "" {
-		re, err := regexp.Compile(`^(?:` + t.Regex + `)$`)
-		return err == nil && re.MatchString(path)
-	}
-	for _, n := range t.List {
-		if path == n || strings.HasSuffix(path, "."+n) {
-			return true
-		}
-	}
-	return false
-}
+func Regex(pattern string) Targets { return peft.TargetRegex(pattern) }
 
 var _ peft.SelectiveConfig = (*Config)(nil)

@@ -207,7 +207,7 @@ func TestSelectedBiasesSaveAndLoad(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(dir2, f))
 		require.Equal(t, a, b, f)
 	}
-	again, err := peft.Load(loadBloom(t), dir, peft.LoadOptions{Trainable: true})
+	again, err := peft.Load(loadBloom(t), dir, peft.Trainable())
 	require.NoError(t, err)
 	tr, _ = nn.CountParams(again)
 	require.EqualValues(t, 384, tr)

@@ -64,13 +64,17 @@ type Config struct {
 	// it. (LLaMA-Factory matches substrings of parameter names, so its
 	// "norm" also trains every layer's input_layernorm; here it is only
 	// model.norm.)
-	ExtraModules        StringList    `json:"freeze_extra_modules"`
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	ExtraModules StringList `json:"freeze_extra_modules"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw    map[string]json.RawMessage
-	layers map[int]bool // resolved by Inject
+	layers map[int]bool // resolved by CheckModel
 }
 
 // Layers is a helper for TrainableLayers.
@@ -117,7 +121,7 @@ func layerOf(name string) (idx int, sub string, ok bool) {
 	return 0, "", false
 }
 
-// SelectsParam implements peft.SelectiveConfig (after Inject resolved the
+// SelectsParam implements peft.SelectiveConfig (after CheckModel resolved the
 // layers): a parameter of a chosen layer's chosen sub-module, or of an
 // extra module.
 func (c *Config) SelectsParam(name string) bool {
@@ -149,9 +153,9 @@ func modulePath(name string) string {
 	return ""
 }
 
-// Inject implements peft.Config: it resolves the layers from the model and
+// CheckModel implements peft.ModelChecker: it resolves the layers from the model and
 // checks that every name in the configuration exists.
-func (c *Config) Inject(model nn.Module, _ string) error {
+func (c *Config) CheckModel(model nn.Module) error {
 	if c.Task == "" {
 		c.Task = peft.CausalLM
 	}

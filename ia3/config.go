@@ -1,7 +1,6 @@
 package ia3
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -22,13 +21,23 @@ type Config struct {
 	// FeedforwardModules are the targeted layers whose *input* is scaled
 	// (null: PEFT's default for the model_type). A list must be a subset of
 	// a list TargetModules.
-	FeedforwardModules  Targets       `json:"feedforward_modules"`
-	FanInFanOut         bool          `json:"fan_in_fan_out"`
-	ModulesToSave_      []string      `json:"modules_to_save"`
-	InitIA3Weights      *bool         `json:"init_ia3_weights"` // nil = true (ones)
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	FeedforwardModules Targets `json:"feedforward_modules"`
+	// FanInFanOut says the base weight is stored [in, out] (GPT-2's
+	// Conv1D). Injection sets it from the wrapped layers, as PEFT does.
+	FanInFanOut bool `json:"fan_in_fan_out"`
+	// ModulesToSave_ are modules (a classifier head, lm_head) trained and
+	// saved whole beside the adapter (PEFT's modules_to_save).
+	ModulesToSave_ []string `json:"modules_to_save"`
+	// InitIA3Weights starts the vectors at ones (nil or true: the wrapped
+	// model equals the base) or, false, at N(0, 1).
+	InitIA3Weights *bool `json:"init_ia3_weights"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw map[string]json.RawMessage // the file as read
 }
@@ -106,7 +115,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		out[k] = v
 	}
 	out["target_modules"] = c.TargetModules
-	if c.ExcludeModules.set() || c.raw["exclude_modules"] != nil {
+	if c.ExcludeModules.IsSet() || c.raw["exclude_modules"] != nil {
 		out["exclude_modules"] = c.ExcludeModules
 	}
 	out["feedforward_modules"] = c.FeedforwardModules
@@ -127,74 +136,25 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	}
 	out["peft_type"] = "IA3"
 	out["inference_mode"] = true
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	return peft.EncodeConfig(out)
 }
 
 // Targets is target_modules / feedforward_modules / exclude_modules: a list
-// of names, a regex string (full match), or unset (null).
-type Targets struct {
-	List  []string
-	Regex string
-}
+// of names, a regex string (full match), or unset (null); see peft.Targets.
+type Targets = peft.Targets
 
 // List makes list targets.
-func List(names ...string) Targets { return Targets{List: names} }
+func List(names ...string) Targets { return peft.TargetList(names...) }
 
 // Regex makes regex targets (matched against the whole module path).
-func Regex(pattern string) Targets { return Targets{Regex: pattern} }
-
-func (t Targets) set() bool { return t.List != nil || t.Regex != "" }
-
-func (t Targets) MarshalJSON() ([]byte, error) {
-	switch {
-	case t.Regex != "":
-		return json.Marshal(t.Regex)
-	case t.List != nil:
-		return json.Marshal(t.List)
-	}
-	return []byte("null"), nil
-}
-
-func (t *Targets) UnmarshalJSON(b []byte) error {
-	*t = Targets{}
-	switch {
-	case string(b) == "null":
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		return json.Unmarshal(b, &t.Regex)
-	}
-	return json.Unmarshal(b, &t.List)
-}
-
-// matches is PEFT's check for target_modules / exclude_modules: a regex
-// must match the whole path; a list entry must equal the path or be a
-// "."-separated suffix of it.
-func (t Targets) matches(path string) bool {
-	if t.Regex != "" {
-		re, err := regexp.Compile(`^(?:` + t.Regex + `)$`)
-		return err == nil && re.MatchString(path)
-	}
-	for _, n := range t.List {
-		if path == n || hasDotSuffix(path, n) {
-			return true
-		}
-	}
-	return false
-}
+func Regex(pattern string) Targets { return peft.TargetRegex(pattern) }
 
 // matchesFeedforward is PEFT's check for feedforward_modules: a regex must
 // match the whole path; a list entry is a plain string suffix (no "."
 // boundary, as PEFT's `key.endswith(target_key)`).
-func (t Targets) matchesFeedforward(path string) bool {
+func matchesFeedforward(t Targets, path string) bool {
 	if t.Regex != "" {
-		return t.matches(path)
+		return t.Matches(path)
 	}
 	for _, n := range t.List {
 		if len(path) >= len(n) && path[len(path)-len(n):] == n {
@@ -202,8 +162,4 @@ func (t Targets) matchesFeedforward(path string) bool {
 		}
 	}
 	return false
-}
-
-func hasDotSuffix(path, n string) bool {
-	return len(path) > len(n) && path[len(path)-len(n):] == n && path[len(path)-len(n)-1] == '.'
 }

@@ -23,8 +23,6 @@ package ia3
 
 import (
 	"fmt"
-	"sort"
-	"strings"
 
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
@@ -57,36 +55,28 @@ var DefaultFeedforward = map[string][]string{
 	"t5": {"wo"}, "gpt_neox": {"dense_4h_to_h"}, "falcon": {"dense_4h_to_h"}, "opt": {"fc2"},
 }
 
-func modelType(m nn.Module) string {
-	if t, ok := m.(interface{ ModelType() string }); ok {
-		return t.ModelType()
-	}
-	return ""
-}
-
-// Inject implements peft.Config: wraps every targeted Linear/Conv1D in an
-// ia3.Linear (or adds the adapter to one already there). Unset
-// target_modules / feedforward_modules take PEFT's defaults for the model
-// type, and the filled-in values are what Save writes (as PEFT does).
-func (c *Config) Inject(model nn.Module, name string) error {
+// Prepare implements peft.TunerConfig: unset target_modules /
+// feedforward_modules take PEFT's defaults for the model type, and the
+// filled-in values are what Save writes (as PEFT does).
+func (c *Config) Prepare(model nn.Module) (peft.Targeting, error) {
 	if c.Task == "" {
 		c.Task = peft.CausalLM
 	}
-	mt := modelType(model)
-	if !c.TargetModules.set() {
+	mt := peft.ModelType(model)
+	if !c.TargetModules.IsSet() {
 		d, ok := DefaultTargets[mt]
 		if !ok {
-			return fmt.Errorf("ia3: no target_modules given and no default for model_type %q", mt)
+			return peft.Targeting{}, fmt.Errorf("ia3: no target_modules given and no default for model_type %q", mt)
 		}
 		c.TargetModules = List(d...)
 	}
 	if err := c.Validate(); err != nil {
-		return fmt.Errorf("ia3: %w", err)
+		return peft.Targeting{}, fmt.Errorf("ia3: %w", err)
 	}
-	if !c.FeedforwardModules.set() {
+	if !c.FeedforwardModules.IsSet() {
 		d, ok := DefaultFeedforward[mt]
 		if !ok {
-			return fmt.Errorf("ia3: no feedforward_modules given and no default for model_type %q", mt)
+			return peft.Targeting{}, fmt.Errorf("ia3: no feedforward_modules given and no default for model_type %q", mt)
 		}
 		// PEFT fills the whole default even when it is not a subset of a
 		// list target_modules, and then cannot load the config it saved;
@@ -99,122 +89,37 @@ func (c *Config) Inject(model nn.Module, name string) error {
 		}
 		c.FeedforwardModules = List(ff...)
 	}
-	matched := 0
-	var convs, linears int
-	var walkErr error
-	visit(model, "", func(path string, mod nn.Module) bool {
-		if walkErr != nil {
-			return false
-		}
-		if _, ok := mod.(*peft.ModulesToSave); ok {
-			return false
-		}
-		if !c.targets(path) {
-			_, isIA3 := mod.(*Linear)
-			return !isIA3
-		}
-		ff := c.FeedforwardModules.matchesFeedforward(path)
-		var layer *Linear
-		switch m := mod.(type) {
-		case *Linear:
-			layer = m
-			if layer.feedforward != ff {
-				walkErr = fmt.Errorf("ia3: %q: adapter %q treats it as feedforward=%v, an earlier adapter as feedforward=%v", path, name, ff, layer.feedforward)
-				return false
-			}
-		case *nn.Linear, *nn.Conv1D:
-			layer = newLinear(m.(nn.Layer), ff)
-			if _, err := nn.Replace(model, path, layer); err != nil {
-				walkErr = err
-				return false
-			}
-		default:
-			walkErr = fmt.Errorf("ia3: target module %q is a %s; IA3 supports Linear and Conv1D layers", path, nn.TypeName(mod))
-			return false
-		}
-		if _, ok := layer.L.Get(name); ok {
-			walkErr = fmt.Errorf("ia3: %q already has an adapter %q", path, name)
-			return false
-		}
-		if _, conv := layer.Base.(*nn.Conv1D); conv {
-			convs++
-		} else {
-			linears++
-		}
-		if err := layer.addAdapter(name, c.initOnes()); err != nil {
-			walkErr = fmt.Errorf("ia3: %s: %w", path, err)
-			return false
-		}
-		matched++
-		return false
-	})
-	if walkErr != nil {
-		return walkErr
-	}
-	if matched == 0 {
-		return fmt.Errorf("ia3: target_modules %s matched no module; the model's linear layers are %v",
-			targetString(c.TargetModules), linearNames(model))
-	}
-	// PEFT forces fan_in_fan_out to the layer kind (and saves the result)
-	if convs > 0 && linears == 0 {
-		c.FanInFanOut = true
-	} else if linears > 0 && convs == 0 {
-		c.FanInFanOut = false
-	}
-	return nil
+	// after the defaults, as PEFT's inject_adapter; the saved config lists the layers
+	c.TargetModules = peft.ExpandAllLinear(model, c.TargetModules)
+	return peft.Targeting{TargetModules: c.TargetModules, ExcludeModules: c.ExcludeModules, ModulesToSave: c.ModulesToSave_}, nil
 }
 
-// targets is PEFT's check_target_module_exists for a module path.
-func (c *Config) targets(path string) bool {
-	if c.ExcludeModules.matches(path) {
-		return false
-	}
-	for _, m := range c.ModulesToSave_ {
-		if peft.ComponentMatch(path, m) {
-			return false
+// CreateOrUpdate implements peft.TunerConfig (PEFT's IA3Model
+// _create_and_replace): a Linear or Conv1D becomes an ia3.Linear scaling
+// its output (or, for feedforward_modules, its input); an ia3.Linear
+// already there gets the adapter added.
+func (c *Config) CreateOrUpdate(t peft.Target) (peft.Tuner, error) {
+	ff := matchesFeedforward(c.FeedforwardModules, t.Path)
+	var layer *Linear
+	switch m := t.Module.(type) {
+	case *Linear:
+		layer = m
+		if layer.feedforward != ff {
+			return nil, fmt.Errorf("ia3: %q: adapter %q treats it as feedforward=%v, an earlier adapter as feedforward=%v", t.Path, t.Adapter, ff, layer.feedforward)
 		}
+	case *nn.Linear, *nn.Conv1D:
+		layer = newLinear(m.(nn.Layer), ff)
+	default:
+		return nil, fmt.Errorf("ia3: target module %q is a %s; IA3 supports Linear and Conv1D layers", t.Path, nn.TypeName(t.Module))
 	}
-	return c.TargetModules.matches(path)
+	if err := layer.addAdapter(t.Adapter, c.initOnes()); err != nil {
+		return nil, fmt.Errorf("ia3: %s: %w", t.Path, err)
+	}
+	return layer, nil
 }
 
-// visit walks the tree; fn returns whether to descend into mod.
-func visit(m nn.Module, path string, fn func(path string, m nn.Module) bool) {
-	for _, c := range nn.Children(m) {
-		p := c.Name
-		if path != "" {
-			p = path + "." + c.Name
-		}
-		if fn(p, c.Module) {
-			visit(c.Module, p, fn)
-		}
-	}
-}
-
-// linearNames lists the distinct last path components of the model's
-// Linear/Conv1D layers (candidate target_modules for error messages).
-func linearNames(model nn.Module) []string {
-	seen := map[string]bool{}
-	visit(model, "", func(path string, m nn.Module) bool {
-		switch m.(type) {
-		case *nn.Linear, *nn.Conv1D:
-			seen[path[strings.LastIndex(path, ".")+1:]] = true
-		}
-		return true
-	})
-	out := make([]string, 0, len(seen))
-	for k := range seen {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func targetString(t Targets) string {
-	if t.Regex != "" {
-		return fmt.Sprintf("%q", t.Regex)
-	}
-	return fmt.Sprintf("%q", t.List)
-}
+// SetFanInFanOut implements peft.FanInFanOutConfig.
+func (c *Config) SetFanInFanOut(on bool) { c.FanInFanOut = on }
 
 // AddWeightedAdapter adds adapter newName whose vectors are Σ wᵢ·lᵢ over
 // the given adapters (PEFT's IA3 add_weighted_adapter, linear combination
@@ -247,41 +152,43 @@ func AddWeightedAdapter(m *peft.Model, adapters []string, weights []float64, new
 		return err
 	}
 	var err error
-	visit(m.Base(), "", func(path string, mod nn.Module) bool {
-		l, ok := mod.(*Linear)
-		if !ok || err != nil {
-			return err == nil
-		}
-		dst, ok := l.L.Get(newName)
+	for _, at := range peft.Tuners(m.Base()) {
+		l, ok := at.Tuner.(*Linear)
 		if !ok {
-			return false
+			continue
 		}
-		s := tensor.NoGradScope()
-		defer s.Close()
-		var sum *tensor.T
-		for i, a := range adapters {
-			p, ok := l.L.Get(a)
-			if !ok {
-				err = fmt.Errorf("ia3: %s has no adapter %q (the adapters target different modules)", path, a)
-				return false
-			}
-			term := s.MulScalar(p.T(), weights[i])
-			if sum == nil {
-				sum = term
-			} else {
-				sum = s.Add(sum, term)
+		if dst, ok := l.L.Get(newName); ok {
+			if err = weightedSum(l, dst, adapters, weights); err != nil {
+				err = fmt.Errorf("ia3: %s: %w", at.Path, err)
+				break
 			}
 		}
-		s.CopyInto(dst.T(), sum)
-		if e := s.Err(); e != nil {
-			err = fmt.Errorf("ia3: %s: %w", path, e)
-		}
-		return false
-	})
+	}
 	if err != nil {
 		_ = m.DeleteAdapter(newName)
 	}
 	return err
+}
+
+// weightedSum writes Σ wᵢ·lᵢ over the layer's adapters into dst.
+func weightedSum(l *Linear, dst *nn.Param, adapters []string, weights []float64) error {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	var sum *tensor.T
+	for i, a := range adapters {
+		p, ok := l.L.Get(a)
+		if !ok {
+			return fmt.Errorf("no adapter %q (the adapters target different modules)", a)
+		}
+		term := s.MulScalar(p.T(), weights[i])
+		if sum == nil {
+			sum = term
+		} else {
+			sum = s.Add(sum, term)
+		}
+	}
+	s.CopyInto(dst.T(), sum)
+	return s.Err()
 }
 
 func contains(list []string, s string) bool {

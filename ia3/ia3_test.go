@@ -320,3 +320,20 @@ func TestForwardScalesOutputsAndInputs(t *testing.T) {
 	require.NoError(t, s.Err())
 	require.LessOrEqual(t, maxDiff(got, want), 1e-5)
 }
+
+// target_modules "all-linear" becomes the list of the model's linear layers
+// (lm_head left out), which is what the saved config holds, as PEFT does;
+// feedforward_modules keeps PEFT's default for the model type.
+func TestAllLinearIsExpandedAndSaved(t *testing.T) {
+	cfg := &ia3.Config{TargetModules: ia3.Regex(peft.AllLinear)}
+	m, err := ia3.Wrap(loadLlama(t), cfg)
+	require.NoError(t, err)
+	want := []string{"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}
+	require.Equal(t, want, cfg.TargetModules.List)
+	require.Len(t, peft.Tuners(m.Base()), 2*len(want), "every linear layer of both decoder layers")
+	dir := t.TempDir()
+	require.NoError(t, m.Save(dir))
+	saved := readJSON(t, filepath.Join(dir, peft.ConfigName))
+	require.Equal(t, sortedList(saved["target_modules"]), sortedList([]any{"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"}))
+	require.Equal(t, []any{"down_proj"}, saved["feedforward_modules"])
+}

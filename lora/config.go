@@ -15,24 +15,64 @@ import (
 // keys and defaults, and keys this library does not know are kept from the
 // file read so a newer PEFT's config round-trips.
 type Config struct {
-	R                   int           `json:"r"`
-	LoraAlpha           float64       `json:"lora_alpha"`
-	LoraDropout         float64       `json:"lora_dropout"`
-	TargetModules       Targets       `json:"target_modules"`
-	ExcludeModules      Targets       `json:"exclude_modules"`
-	FanInFanOut         bool          `json:"fan_in_fan_out"`
-	Bias                string        `json:"bias"` // "none", "all", "lora_only"
-	UseRSLoRA           bool          `json:"use_rslora"`
-	UseDoRA             bool          `json:"use_dora"`
-	ModulesToSave_      []string      `json:"modules_to_save"`
-	InitLoraWeights     Init          `json:"init_lora_weights"`
-	LayersToTransform   IntList       `json:"layers_to_transform"`
-	LayersPattern       StringList    `json:"layers_pattern"`
-	RankPattern         OrderedMap    `json:"rank_pattern"`
-	AlphaPattern        OrderedMap    `json:"alpha_pattern"`
-	Task                peft.TaskType `json:"task_type"`
-	BaseModelNameOrPath string        `json:"base_model_name_or_path"`
-	Revision            *string       `json:"revision"`
+	// R is the rank r of the update B·A (A is [r, in], B is [out, r]);
+	// 0 takes PEFT's default 8.
+	R int `json:"r"`
+	// LoraAlpha is α: the update is scaled by α/r (α/√r with UseRSLoRA);
+	// 0 takes PEFT's default 8.
+	LoraAlpha float64 `json:"lora_alpha"`
+	// LoraDropout is the dropout probability applied to the layer's input
+	// before A, in training only; in [0, 1).
+	LoraDropout float64 `json:"lora_dropout"`
+	// TargetModules are the modules to wrap: a list of names matched
+	// against the end of the module path, a regex matched against the whole
+	// path, or "all-linear" (every Linear/Conv1D but the output layer).
+	// Unset: PEFT's default for the model_type (DefaultTargets).
+	TargetModules Targets `json:"target_modules"`
+	// ExcludeModules are never wrapped, even when TargetModules selects
+	// them (same matching as TargetModules).
+	ExcludeModules Targets `json:"exclude_modules"`
+	// FanInFanOut says the base weight is stored [in, out] (GPT-2's
+	// Conv1D). Injection sets it from the wrapped layers, as PEFT does.
+	FanInFanOut bool `json:"fan_in_fan_out"`
+	// Bias says which biases train and are saved with the adapter:
+	// "none" (default), "all" (every bias of the model), "lora_only" (the
+	// biases of the wrapped layers).
+	Bias string `json:"bias"`
+	// UseRSLoRA scales by α/√r instead of α/r (rank-stabilized LoRA).
+	UseRSLoRA bool `json:"use_rslora"`
+	// UseDoRA adds DoRA's learned magnitude per output row (weight-
+	// decomposed LoRA); not on embeddings.
+	UseDoRA bool `json:"use_dora"`
+	// ModulesToSave_ are modules (a classifier head, lm_head) trained and
+	// saved whole beside the adapter, named by the end of their path
+	// (PEFT's modules_to_save; the underscore leaves ModulesToSave to the
+	// method that returns it).
+	ModulesToSave_ []string `json:"modules_to_save"`
+	// InitLoraWeights chooses A's initialisation: true (Kaiming-uniform A,
+	// zero B: the wrapped model starts equal to the base), "gaussian"
+	// (normal A scaled by 1/r, zero B) or false (random A and B: a test
+	// setting).
+	InitLoraWeights Init `json:"init_lora_weights"`
+	// LayersToTransform keeps only the modules in these layer indices (with
+	// a list TargetModules).
+	LayersToTransform IntList `json:"layers_to_transform"`
+	// LayersPattern names the module list holding the layers ("layers",
+	// "h") for LayersToTransform; empty: any "<name>.<index>." in the path.
+	LayersPattern StringList `json:"layers_pattern"`
+	// RankPattern overrides R for the modules whose path matches a key
+	// (a regex matched against the end of the path), in the keys' order.
+	RankPattern OrderedMap `json:"rank_pattern"`
+	// AlphaPattern overrides LoraAlpha the same way.
+	AlphaPattern OrderedMap `json:"alpha_pattern"`
+	// Task is PEFT's task_type (CAUSAL_LM by default; SEQ_CLS and
+	// TOKEN_CLS train and save the classifier head too).
+	Task peft.TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 
 	raw map[string]json.RawMessage // the file as read
 }
@@ -104,16 +144,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("fields \"layers_to_transform\"/\"layers_pattern\" need a list \"target_modules\", not a regex")
 	}
 	for _, p := range []Targets{c.TargetModules, c.ExcludeModules} {
-		if p.Regex != "" {
-			if _, err := regexp.Compile(p.Regex); err != nil {
-				return fmt.Errorf("regex %q: %w", p.Regex, err)
-			}
+		if err := p.Validate(); err != nil {
+			return err
 		}
 	}
 	// layers_pattern is a regex (PEFT puts it unescaped into
 	// rf".*\.{layer_pattern}\.(\d+)\."); a bad one is refused here
 	for _, p := range c.LayersPattern {
-		if _, err := layerRegexp(p); err != nil {
+		if _, err := peft.LayerPatternRegexp(p); err != nil {
 			return fmt.Errorf("field \"layers_pattern\": %q is not a valid regex: %w", p, err)
 		}
 	}
@@ -143,11 +181,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
-}
-
-// layerRegexp is PEFT's layer-index regex for one layers_pattern entry.
-func layerRegexp(p string) (*regexp.Regexp, error) {
-	return regexp.Compile(`^.*?\.` + p + `\.(\d+)\.`)
 }
 
 // patternRegexp is PEFT's match of a rank_pattern/alpha_pattern key
@@ -181,7 +214,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	set("lora_alpha", number(c.LoraAlpha))
 	set("lora_dropout", c.LoraDropout)
 	set("target_modules", c.TargetModules)
-	if c.ExcludeModules.set() || c.raw["exclude_modules"] != nil {
+	if c.ExcludeModules.IsSet() || c.raw["exclude_modules"] != nil {
 		set("exclude_modules", c.ExcludeModules)
 	}
 	set("fan_in_fan_out", c.FanInFanOut)
@@ -209,14 +242,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	}
 	set("peft_type", "LORA")
 	set("inference_mode", true)
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(out); err != nil {
-		return nil, err
-	}
-	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+	return peft.EncodeConfig(out)
 }
 
 // number writes integral floats without a fraction (PEFT writes 16, not 16.0).
@@ -225,40 +251,15 @@ func number(f float64) json.Number {
 }
 
 // Targets is target_modules / exclude_modules: a list of names (exact or
-// "."-suffix match), a regex string (full match), or unset (null).
-type Targets struct {
-	List  []string
-	Regex string
-}
+// "."-suffix match), a regex string (full match), or unset (null); see
+// peft.Targets.
+type Targets = peft.Targets
 
 // List makes list targets.
-func List(names ...string) Targets { return Targets{List: names} }
+func List(names ...string) Targets { return peft.TargetList(names...) }
 
 // Regex makes regex targets (matched against the whole module path).
-func Regex(pattern string) Targets { return Targets{Regex: pattern} }
-
-func (t Targets) set() bool { return t.List != nil || t.Regex != "" }
-
-func (t Targets) MarshalJSON() ([]byte, error) {
-	switch {
-	case t.Regex != "":
-		return json.Marshal(t.Regex)
-	case t.List != nil:
-		return json.Marshal(t.List)
-	}
-	return []byte("null"), nil
-}
-
-func (t *Targets) UnmarshalJSON(b []byte) error {
-	*t = Targets{}
-	switch {
-	case string(b) == "null":
-		return nil
-	case len(b) > 0 && b[0] == '"':
-		return json.Unmarshal(b, &t.Regex)
-	}
-	return json.Unmarshal(b, &t.List)
-}
+func Regex(pattern string) Targets { return peft.TargetRegex(pattern) }
 
 // Init is init_lora_weights: true, false or "gaussian" (Value holds the JSON
 // text: "true", "false", "gaussian").

@@ -38,7 +38,7 @@ func TestCUDAWhereLibtorchHasIt(t *testing.T) {
 	load := func(dev string) *peft.Model {
 		base, err := llama.Load(dir, models.WithDevice(dev))
 		require.NoError(t, err)
-		pm, err := peft.Load(base, adapter, peft.LoadOptions{Trainable: true})
+		pm, err := peft.Load(base, adapter, peft.Trainable())
 		require.NoError(t, err)
 		return pm
 	}

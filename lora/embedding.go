@@ -1,7 +1,10 @@
 package lora
 
 import (
+	"fmt"
+
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/tensor"
 )
 
@@ -84,7 +87,7 @@ func (e *Embedding) Merge(names []string, safe bool) error {
 			return err
 		}
 		if safe {
-			if err := checkFinite(s, nw, name); err != nil {
+			if err := peft.CheckFinite(s, nw, fmt.Sprintf("adapter %q", name)); err != nil {
 				return err
 			}
 		}

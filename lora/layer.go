@@ -6,6 +6,7 @@ import (
 
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/nn/quant"
+	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/tensor"
 )
 
@@ -250,7 +251,7 @@ func (l *Linear) Merge(names []string, safe bool) error {
 			return err
 		}
 		if safe {
-			if err := checkFinite(s, nw, name); err != nil {
+			if err := peft.CheckFinite(s, nw, fmt.Sprintf("adapter %q", name)); err != nil {
 				l.doraFactor[name].Free()
 				delete(l.doraFactor, name)
 				return err
@@ -306,17 +307,6 @@ func (l *Linear) Unmerge() error {
 		l.merged = l.merged[:len(l.merged)-1]
 	}
 	return s.Err()
-}
-
-func checkFinite(s *tensor.Scope, t *tensor.T, name string) error {
-	v := s.Item(s.Sum(t, false))
-	if err := s.Err(); err != nil {
-		return err
-	}
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return fmt.Errorf("adapter %q: merged weights are not finite (NaN or Inf); nothing was merged", name)
-	}
-	return nil
 }
 
 func (l *Linear) BaseLayer() nn.Layer      { return l.Base }

@@ -153,7 +153,7 @@ func TestTrainableParametersLikePEFT(t *testing.T) {
 		{"lora-rich", 2*(4*64+64*4+2*(4*64+32*4)+4*64+64*4+2*(4*64+128*4)+4*128+64*4) + 512*64, 0},
 	}
 	for _, c := range cases {
-		m, err := peft.Load(loadBase(t), filepath.Join(fixtures(t), "adapters", "llama-tiny", c.name), peft.LoadOptions{Trainable: true})
+		m, err := peft.Load(loadBase(t), filepath.Join(fixtures(t), "adapters", "llama-tiny", c.name), peft.Trainable())
 		require.NoError(t, err)
 		require.Equal(t, peft.FormatTrainable(c.trainable, base+c.trainable+c.extra), peft.TrainableSummary(m), c.name)
 		nn.FreeParams(m)

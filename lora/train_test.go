@@ -19,7 +19,7 @@ func TestTrainingTraceMatchesPEFT(t *testing.T) {
 	fx := fixtures(t)
 	base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 	require.NoError(t, err)
-	m, err := peft.Load(base, filepath.Join(fx, "adapters", "llama-tiny", "lora-default"), peft.LoadOptions{Trainable: true})
+	m, err := peft.Load(base, filepath.Join(fx, "adapters", "llama-tiny", "lora-default"), peft.Trainable())
 	require.NoError(t, err)
 	defer nn.FreeParams(m)
 	nn.SetTraining(m, true)

@@ -159,23 +159,18 @@ func AddWeightedAdapter(m *peft.Model, adapters []string, weights []float64, nam
 // fillWeighted writes the combined A and B into every layer that has the
 // new adapter.
 func fillWeighted(base nn.Module, adapters []string, weights []float64, name, combination string, r int) error {
-	var err error
-	visit(base, "", func(path string, mod nn.Module) bool {
-		if err != nil {
-			return false
-		}
-		l, ok := mod.(*Linear)
+	for _, at := range peft.Tuners(base) {
+		l, ok := at.Tuner.(*Linear)
 		if !ok {
-			return true
+			continue
 		}
 		if _, has := l.A.Get(name); has {
-			if e := l.fillWeighted(adapters, weights, name, combination, r); e != nil {
-				err = fmt.Errorf("%s: %w", path, e)
+			if err := l.fillWeighted(adapters, weights, name, combination, r); err != nil {
+				return fmt.Errorf("%s: %w", at.Path, err)
 			}
 		}
-		return false
-	})
-	return err
+	}
+	return nil
 }
 
 func (l *Linear) fillWeighted(adapters []string, weights []float64, name, combination string, r int) error {
@@ -258,13 +253,11 @@ func (l *Linear) fillWeighted(adapters []string, weights []float64, name, combin
 // modulesToSaveWrappers lists the model's modules_to_save wrappers by path.
 func modulesToSaveWrappers(base nn.Module) map[string]*peft.ModulesToSave {
 	out := map[string]*peft.ModulesToSave{}
-	visit(base, "", func(path string, mod nn.Module) bool {
-		if w, ok := mod.(*peft.ModulesToSave); ok {
-			out[path] = w
-			return false
+	for _, at := range peft.Tuners(base) {
+		if w, ok := at.Tuner.(*peft.ModulesToSave); ok {
+			out[at.Path] = w
 		}
-		return true
-	})
+	}
 	return out
 }
 
@@ -302,7 +295,7 @@ func copyModulesToSave(base nn.Module, adapters []string, name string) error {
 func unionTargets(cfgs []*Config, names []string) (Targets, error) {
 	anyRegex := false
 	for i, c := range cfgs {
-		if !c.TargetModules.set() {
+		if !c.TargetModules.IsSet() {
 			return Targets{}, fmt.Errorf("adapter %q has no target_modules", names[i])
 		}
 		if c.TargetModules.Regex != "" {

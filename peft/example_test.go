@@ -2,6 +2,8 @@ package peft_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -18,7 +20,7 @@ func ExampleLoad() {
 		fmt.Println(err)
 		return
 	}
-	model, err := peft.Load(base, "../testdata/hf/adapters/llama-tiny/lora-default")
+	model, err := peft.Load(base, "../testdata/hf/adapters/llama-tiny/lora-default") // "default", frozen
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -65,4 +67,95 @@ func ExampleSetSeed() {
 	}
 	fmt.Println(len(first), "lora_A matrices, identical:", same)
 	// Output: 2 lora_A matrices, identical: true
+}
+
+// PEFT's check_target_module_exists on module paths: list entries match
+// the end of a path, layers_to_transform keeps layer 1, exclude_modules
+// wins.
+func ExampleTargeting_Match() {
+	tg := peft.Targeting{
+		TargetModules:     peft.TargetList("q_proj", "v_proj"),
+		ExcludeModules:    peft.TargetList("layers.1.self_attn.v_proj"),
+		LayersToTransform: []int{1},
+	}
+	for _, p := range []string{
+		"model.layers.0.self_attn.q_proj",
+		"model.layers.1.self_attn.q_proj",
+		"model.layers.1.self_attn.v_proj",
+		"model.layers.1.self_attn.k_proj",
+	} {
+		fmt.Println(p, tg.Match(p))
+	}
+	// Output:
+	// model.layers.0.self_attn.q_proj false
+	// model.layers.1.self_attn.q_proj true
+	// model.layers.1.self_attn.v_proj false
+	// model.layers.1.self_attn.k_proj false
+}
+
+// The injection walk on its own: a method's config (here LoRA's) is
+// injected into a model tree, and the wrapped layers are listed.
+func ExampleInjectAdapter() {
+	base, err := llama.Load("../testdata/hf/llama-tiny")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	err = peft.InjectAdapter(base, "default", &lora.Config{TargetModules: lora.Regex(`.*\.0\.self_attn\.(q|v)_proj`)})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, at := range peft.Tuners(base) {
+		fmt.Println(at.Path, at.Tuner.Adapters())
+	}
+	err = peft.InjectAdapter(base, "x", &lora.Config{TargetModules: lora.List("qkv")})
+	fmt.Println(err != nil && strings.Contains(err.Error(), `Target modules ["qkv"] not found in the base model`))
+	// Output:
+	// model.layers.0.self_attn.q_proj [default]
+	// model.layers.0.self_attn.v_proj [default]
+	// true
+}
+
+// PEFT's from_pretrained(adapter_name=..., is_trainable=True), load_adapter
+// and set_adapter with a list; save_pretrained(selected_adapters=[...])
+// writes a non-default adapter into a subfolder named after it.
+func ExampleModel_SetAdapter() {
+	base, err := llama.Load("../testdata/hf/llama-tiny")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	dir := "../testdata/hf/adapters/llama-tiny/"
+	m, err := peft.Load(base, dir+"lora-default", peft.WithAdapterName("a"), peft.Trainable())
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := m.LoadAdapter(dir+"lora-rich", "b"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(m.ActiveAdapters())
+	if err := m.SetAdapter("a", "b"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(m.ActiveAdapters())
+	out, err := os.MkdirTemp("", "adapters")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(out)
+	if err := m.SaveSelected(out, "b"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	_, err = os.Stat(filepath.Join(out, "b", peft.ConfigName))
+	fmt.Println("b saved in its subfolder:", err == nil)
+	// Output:
+	// [a]
+	// [a b]
+	// b saved in its subfolder: true
 }

@@ -32,7 +32,7 @@ type Model struct {
 
 	configs  map[string]Config
 	names    []string // adapter names in insertion order
-	active   string
+	active   []string // the active adapters, in the order SetAdapter got them
 	disabled bool
 	task     TaskType // the first adapter's task type (see task.go)
 }
@@ -65,7 +65,6 @@ func New(base models.Model, cfg Config) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}, task: cfg.TaskType()}
-	fillBaseModelName(base, cfg)
 	if err := m.AddAdapter(DefaultAdapter, cfg); err != nil {
 		return nil, err
 	}
@@ -76,7 +75,8 @@ func New(base models.Model, cfg Config) (*Model, error) {
 }
 
 // fillBaseModelName records the base model's path in the config, as
-// get_peft_model does with model.name_or_path, when the config has none.
+// get_peft_model and save_pretrained do with model.name_or_path, when the
+// config has none (every adapter: the first, added or loaded ones).
 func fillBaseModelName(base models.Model, cfg Config) {
 	n, ok1 := base.(interface{ NameOrPath() string })
 	c, ok2 := cfg.(interface {
@@ -100,8 +100,18 @@ func (m *Model) Config(name string) (Config, bool) {
 // Adapters lists the adapter names in the order they were added.
 func (m *Model) Adapters() []string { return append([]string(nil), m.names...) }
 
-// ActiveAdapter is the adapter that runs in forward and trains.
-func (m *Model) ActiveAdapter() string { return m.active }
+// ActiveAdapter is the first active adapter ("" when none): with one
+// active adapter, the adapter that runs in forward and trains.
+func (m *Model) ActiveAdapter() string {
+	if len(m.active) == 0 {
+		return ""
+	}
+	return m.active[0]
+}
+
+// ActiveAdapters lists the active adapters (PEFT's active_adapters): they
+// all run in forward (their outputs summed, for LoRA) and train.
+func (m *Model) ActiveAdapters() []string { return append([]string(nil), m.active...) }
 
 // AddAdapter injects a second (third, …) adapter of the same method. It is
 // not active and its parameters are frozen until SetAdapter.
@@ -127,6 +137,7 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 	if err := m.checkSelective(name, cfg); err != nil {
 		return err
 	}
+	fillBaseModelName(m.BaseModel.Model, cfg)
 	if b, ok := cfg.(BiasConfig); ok && b.BiasMode() != "none" {
 		for n, c := range m.configs {
 			if ob, ok := c.(BiasConfig); ok && ob.BiasMode() != "none" {
@@ -150,7 +161,18 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 		return nil
 	}
 	base := m.BaseModel.Model
-	if err := cfg.Inject(base, name); err != nil {
+	var err error
+	switch c := cfg.(type) {
+	case TunerConfig:
+		err = InjectAdapter(base, name, c)
+	case ModelChecker:
+		err = c.CheckModel(base)
+	default:
+		if _, selective := cfg.(SelectiveConfig); !selective {
+			err = fmt.Errorf("peft: the %s config (%T) implements none of peft.TunerConfig, peft.PromptConfig, peft.SelectiveConfig: nothing says what it does to the model", cfg.PeftType(), cfg)
+		}
+	}
+	if err != nil {
 		m.dropAdapter(name)
 		return err
 	}
@@ -171,32 +193,66 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 			if err := pt.tuner.SetTrainable(name, false); err != nil {
 				return err
 			}
-			pt.tuner.SetActive(activeList(m.active))
+			pt.tuner.SetActive(m.active)
 		}
 	}
 	return nil
 }
 
-// SetAdapter makes name the active adapter: it alone runs in forward and
-// trains (with its bias policy); every other adapter is frozen.
-func (m *Model) SetAdapter(name string) error {
-	cfg, ok := m.configs[name]
-	if !ok {
-		return fmt.Errorf("peft: no adapter %q (have %v)", name, m.names)
+// SetAdapter makes the named adapters active (PEFT's set_adapter, which
+// takes one name or a list): they run in forward — several LoRA/IA3/
+// bottleneck adapters are combined, LoRA's updates summed — and train
+// (with their bias policies); every other adapter is frozen. A
+// prompt-learning model has one active adapter at a time.
+func (m *Model) SetAdapter(names ...string) error {
+	if len(names) == 0 {
+		return fmt.Errorf("peft: SetAdapter needs at least one adapter name (have %v)", m.names)
 	}
-	m.active = name
+	var cfgs []Config
+	for i, name := range names {
+		cfg, ok := m.configs[name]
+		if !ok {
+			return fmt.Errorf("peft: no adapter %q (have %v)", name, m.names)
+		}
+		if contains(names[:i], name) {
+			return fmt.Errorf("peft: adapter %q named twice in %v", name, names)
+		}
+		if _, isPrompt := cfg.(PromptConfig); isPrompt && len(names) > 1 {
+			return fmt.Errorf("peft: %q is a %s adapter: prompt-learning models have one active adapter, not %v", name, cfg.PeftType(), names)
+		}
+		cfgs = append(cfgs, cfg)
+	}
 	for _, pt := range tuners(m.BaseModel.Model) {
-		pt.tuner.SetActive([]string{name})
+		if w, ok := pt.tuner.(*ModulesToSave); ok && len(names) > 1 {
+			var here []string
+			for _, n := range names {
+				if contains(w.Adapters(), n) {
+					here = append(here, n)
+				}
+			}
+			if len(here) > 1 { // PEFT's ModulesToSaveWrapper refuses it too
+				return fmt.Errorf("peft: modules_to_save %q has a copy for each of %v; only one of them can be active", pt.path, here)
+			}
+		}
+	}
+	m.active = append([]string(nil), names...)
+	for _, pt := range tuners(m.BaseModel.Model) {
+		pt.tuner.SetActive(m.active)
 		for _, a := range pt.tuner.Adapters() {
-			if err := pt.tuner.SetTrainable(a, a == name); err != nil {
+			if err := pt.tuner.SetTrainable(a, contains(names, a)); err != nil {
 				return err
 			}
 		}
 	}
-	if err := m.setPromptTrainable(name); err != nil {
+	if err := m.setPromptTrainable(names[0]); err != nil {
 		return err
 	}
-	return m.applyBias(cfg, true)
+	for _, cfg := range cfgs {
+		if err := m.applyBias(cfg, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DisableAdapters runs the base model alone until the returned restore
@@ -228,10 +284,19 @@ func (m *Model) DeleteAdapter(name string) error {
 		}
 	}
 	m.dropAdapter(name)
-	if m.active == name {
-		m.active = ""
-		if len(m.names) > 0 {
-			return m.SetAdapter(m.names[0])
+	if contains(m.active, name) {
+		var rest []string
+		for _, a := range m.active {
+			if a != name {
+				rest = append(rest, a)
+			}
+		}
+		m.active = nil
+		if len(rest) == 0 && len(m.names) > 0 {
+			rest = m.names[:1]
+		}
+		if len(rest) > 0 {
+			return m.SetAdapter(rest...)
 		}
 	}
 	return nil
@@ -266,7 +331,7 @@ func (m *Model) dropAdapter(name string) {
 // ErrNotMergeable.
 func (m *Model) Merge(safe bool, names ...string) error {
 	if len(names) == 0 {
-		names = activeList(m.active)
+		names = m.active
 	}
 	for _, n := range names {
 		cfg, ok := m.configs[n]
@@ -342,7 +407,7 @@ func (m *Model) unload() (models.Model, error) {
 		nn.FreeParams(m.PromptEncoder)
 		m.PromptEncoder = nil
 	}
-	m.configs, m.names, m.active = map[string]Config{}, nil, ""
+	m.configs, m.names, m.active = map[string]Config{}, nil, nil
 	return base, nil
 }
 
@@ -463,13 +528,6 @@ func baseParams(base nn.Module) []nn.NamedParam {
 	return out
 }
 
-func activeList(name string) []string {
-	if name == "" {
-		return nil
-	}
-	return []string{name}
-}
-
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {
@@ -479,14 +537,16 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// CheckFinite returns an error naming what when t has NaN or Inf values.
+// CheckFinite returns an error naming what when t has NaN or Inf values:
+// a Tuner's Merge(names, safe=true) calls it on the merged weight before
+// it replaces the base weight (PEFT's safe_merge).
 func CheckFinite(s *tensor.Scope, t *tensor.T, what string) error {
 	v := s.Item(s.Sum(s.Abs(t), false))
 	if err := s.Err(); err != nil {
 		return err
 	}
 	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return fmt.Errorf("%s: merged weights are not finite (NaN or Inf)", what)
+		return fmt.Errorf("%s: merged weights are not finite (NaN or Inf); nothing was merged", what)
 	}
 	return nil
 }

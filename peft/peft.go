@@ -4,7 +4,12 @@
 // exact format.
 //
 // Methods live in their own packages (lora, ia3, prompt, prefix, adapter,
-// bitfit) and register themselves here; peft never imports them.
+// bitfit, freeze) and register themselves here; peft never imports them
+// (package auto imports them all). Layer methods share one injection
+// mechanism: a config implementing TunerConfig says what it targets and
+// how it wraps one layer, and InjectAdapter does the walk over the module
+// tree and PEFT's target matching (see TunerConfig; ARCHITECTURE.md has
+// the whole contract).
 //
 // EstimateMemory sizes a training job from a config.json alone (weights,
 // activations, gradients, optimizer states, framework), for full

@@ -76,14 +76,28 @@ type PromptEncoder interface {
 // (PEFT's PromptLearningConfig), with PEFT's JSON names. Method configs
 // embed it.
 type PromptLearningConfig struct {
-	NumVirtualTokens         int      `json:"num_virtual_tokens"`
-	TokenDim                 int      `json:"token_dim"`
-	NumTransformerSubmodules int      `json:"num_transformer_submodules"`
-	NumAttentionHeads        int      `json:"num_attention_heads"`
-	NumLayers                int      `json:"num_layers"`
-	Task                     TaskType `json:"task_type"`
-	BaseModelNameOrPath      string   `json:"base_model_name_or_path"`
-	Revision                 *string  `json:"revision"`
+	// NumVirtualTokens is the number of virtual tokens (prompt or prefix
+	// positions) the adapter learns.
+	NumVirtualTokens int `json:"num_virtual_tokens"`
+	// TokenDim is the width of a virtual token: the model's hidden size
+	// (filled from the model when 0).
+	TokenDim int `json:"token_dim"`
+	// NumTransformerSubmodules is how many stacks get virtual tokens: 1
+	// for decoder-only and encoder-only models (0 becomes 1), 2 for
+	// encoder-decoders (which this library does not have).
+	NumTransformerSubmodules int `json:"num_transformer_submodules"`
+	// NumAttentionHeads is the model's attention head count (filled from
+	// the model when 0; prefix tuning shapes its key/values with it).
+	NumAttentionHeads int `json:"num_attention_heads"`
+	// NumLayers is the model's layer count (filled from the model when 0).
+	NumLayers int `json:"num_layers"`
+	// Task is PEFT's task_type (CAUSAL_LM by default).
+	Task TaskType `json:"task_type"`
+	// BaseModelNameOrPath is the base model the adapter was made for;
+	// filled from the base model's path when the adapter is added.
+	BaseModelNameOrPath string `json:"base_model_name_or_path"`
+	// Revision is the base model's revision on the Hub (kept, not used).
+	Revision *string `json:"revision"`
 }
 
 // TaskType is task_type.
@@ -200,11 +214,12 @@ func (m *Model) activePrompt() (PromptConfig, PromptEncoder) {
 	if m.disabled || m.PromptEncoder == nil {
 		return nil, nil
 	}
-	pc, ok := m.configs[m.active].(PromptConfig)
+	active := m.ActiveAdapter()
+	pc, ok := m.configs[active].(PromptConfig)
 	if !ok {
 		return nil, nil
 	}
-	e, ok := m.PromptEncoder.Get(m.active)
+	e, ok := m.PromptEncoder.Get(active)
 	if !ok {
 		return nil, nil
 	}

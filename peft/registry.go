@@ -7,19 +7,18 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
 )
 
 // Config is what every method's configuration provides. Methods live in
-// their own packages and register a decoder for their peft_type.
+// their own packages and register a decoder for their peft_type. What a
+// method does to the model is said by the further interfaces its config
+// implements: TunerConfig (it wraps layers: LoRA, IA3, bottleneck
+// adapters), PromptConfig/PrefixConfig (prompt learning), SelectiveConfig
+// (it trains chosen base parameters: BitFit, freeze tuning).
 type Config interface {
 	PeftType() PeftType
 	TaskType() TaskType
-	// Inject adds adapter `name` to the model's module tree (replacing
-	// targeted layers by Tuners, or adding to Tuners already there), with
-	// freshly initialised parameters.
-	Inject(model nn.Module, name string) error
 	// MarshalJSON renders adapter_config.json with PEFT's field names
 	// (fields this library does not know are kept from the file read).
 	MarshalJSON() ([]byte, error)

@@ -17,13 +17,24 @@ import (
 	"github.com/gopeft/peft/tensor"
 )
 
-// Save writes every adapter as PEFT does: "default" into dir, any other
-// adapter into dir/<name>/. Each gets adapter_config.json and
-// adapter_model.safetensors with PEFT's keys; base weights are never
-// written (except biases under bias="all"/"lora_only" and
-// modules_to_save copies, as in PEFT).
-func (m *Model) Save(dir string) error {
-	for _, name := range m.names {
+// Save writes every adapter as PEFT's save_pretrained does: "default"
+// into dir, any other adapter into dir/<name>/. Each gets
+// adapter_config.json and adapter_model.safetensors with PEFT's keys; base
+// weights are never written (except biases under bias="all"/"lora_only"
+// and modules_to_save copies, as in PEFT). SaveSelected saves some.
+func (m *Model) Save(dir string) error { return m.SaveSelected(dir, m.names...) }
+
+// SaveSelected writes the named adapters as Save does (PEFT's
+// save_pretrained(dir, selected_adapters=[...])): "default" into dir, any
+// other into dir/<name>/. An unknown name is an error and nothing is
+// written.
+func (m *Model) SaveSelected(dir string, names ...string) error {
+	for _, n := range names {
+		if _, ok := m.configs[n]; !ok {
+			return fmt.Errorf("peft: selected adapter %q does not exist; the adapters are %v", n, m.names)
+		}
+	}
+	for _, name := range names {
 		sub := dir
 		if name != DefaultAdapter {
 			sub = filepath.Join(dir, name)
@@ -211,18 +222,70 @@ func firstKey(m map[string]bool) string {
 	return keys[0]
 }
 
-// LoadOptions controls Load and LoadAdapter.
+// LoadOption is an option of Load and LoadAdapter (PEFT's keyword
+// arguments of PeftModel.from_pretrained and load_adapter): WithAdapterName,
+// Trainable, or a LoadOptions value. Options are immutable values, safe
+// for concurrent use.
+type LoadOption interface {
+	applyLoad(*loadSettings)
+}
+
+type loadSettings struct {
+	name      string
+	trainable bool
+}
+
+type loadOptionFunc func(*loadSettings)
+
+func (f loadOptionFunc) applyLoad(s *loadSettings) { f(s) }
+
+// WithAdapterName loads the adapter under name instead of "default"
+// (PEFT's adapter_name=). LoadAdapter takes the name as its argument and
+// ignores this option.
+func WithAdapterName(name string) LoadOption {
+	return loadOptionFunc(func(s *loadSettings) { s.name = name })
+}
+
+// Trainable keeps the loaded adapter trainable (PEFT's is_trainable=True).
+// Without it the adapter is loaded for inference, its parameters frozen
+// (PEFT's default). A prompt-learning adapter then trains its saved
+// prompt_embeddings table directly (PEFT refuses is_trainable for these:
+// the encoder network is not saved).
+func Trainable() LoadOption {
+	return loadOptionFunc(func(s *loadSettings) { s.trainable = true })
+}
+
+// LoadOptions is the struct form of the options, kept for callers written
+// before WithAdapterName and Trainable: LoadOptions{Trainable: true} is
+// Trainable().
 type LoadOptions struct {
-	// Trainable keeps the loaded adapter trainable (PEFT's is_trainable);
-	// by default it is loaded for inference, frozen. A prompt-learning
-	// adapter then trains its saved prompt_embeddings table directly (PEFT
-	// refuses is_trainable for these: the encoder network is not saved).
+	// Trainable is PEFT's is_trainable (see Trainable).
 	Trainable bool
 }
 
-// Load wraps base with the adapter saved in dir (any registered method,
-// chosen by adapter_config.json's peft_type) as "default".
-func Load(base models.Model, dir string, opts ...LoadOptions) (*Model, error) {
+func (o LoadOptions) applyLoad(s *loadSettings) { s.trainable = s.trainable || o.Trainable }
+
+func loadSettingsOf(opts []LoadOption) loadSettings {
+	st := loadSettings{name: DefaultAdapter}
+	for _, o := range opts {
+		if o != nil {
+			o.applyLoad(&st)
+		}
+	}
+	return st
+}
+
+// Load wraps base with the adapter saved in dir (PEFT's
+// PeftModel.from_pretrained): any registered method, chosen by
+// adapter_config.json's peft_type (import the method's package, or package
+// auto which imports them all). The adapter is named "default" unless
+// WithAdapterName says otherwise, is active, and is frozen for inference
+// unless Trainable is given.
+func Load(base models.Model, dir string, opts ...LoadOption) (*Model, error) {
+	if base == nil {
+		return nil, fmt.Errorf("peft: load %s: the base model is nil", dir)
+	}
+	st := loadSettingsOf(opts)
 	set, cfg, err := openAdapter(dir)
 	if err != nil {
 		return nil, err
@@ -232,7 +295,7 @@ func Load(base models.Model, dir string, opts ...LoadOptions) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{BaseModel: &TunerModel{Model: base, kind: cfg.PeftType()}, configs: map[string]Config{}, task: cfg.TaskType()}
-	if err := m.loadAdapter(set, dir, DefaultAdapter, cfg, opts...); err != nil {
+	if err := m.loadAdapter(set, dir, st.name, cfg, st); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -256,22 +319,20 @@ func openAdapter(dir string) (*safetensors.Set, Config, error) {
 	return nil, nil, err
 }
 
-// LoadAdapter adds the adapter saved in dir under name (not activated
-// unless it is the only one).
-func (m *Model) LoadAdapter(dir, name string, opts ...LoadOptions) error {
+// LoadAdapter adds the adapter saved in dir under name (PEFT's
+// load_adapter): not activated unless it is the only one, frozen unless
+// Trainable is given.
+func (m *Model) LoadAdapter(dir, name string, opts ...LoadOption) error {
+	st := loadSettingsOf(opts)
 	set, cfg, err := openAdapter(dir)
 	if err != nil {
 		return err
 	}
 	defer set.Close()
-	return m.loadAdapter(set, dir, name, cfg, opts...)
+	return m.loadAdapter(set, dir, name, cfg, st)
 }
 
-func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, opts ...LoadOptions) error {
-	var opt LoadOptions
-	if len(opts) > 0 {
-		opt = opts[0]
-	}
+func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, opt loadSettings) error {
 	path := filepath.Join(dir, WeightsName)
 	if err := m.addAdapter(name, cfg, true); err != nil {
 		return err
@@ -283,12 +344,13 @@ func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, 
 	if err := nn.ToDevice(m, m.Device()); err != nil { // adapters live beside the base
 		return err
 	}
-	if m.active == "" {
+	if len(m.active) == 0 {
 		if err := m.SetAdapter(name); err != nil {
 			return err
 		}
 	}
-	if !opt.Trainable {
+	if !opt.trainable {
+		nn.SetTraining(m, false) // PEFT's load_adapter calls eval() for inference
 		for _, pt := range tuners(m.BaseModel.Model) {
 			if err := pt.tuner.SetTrainable(name, false); err != nil {
 				return err

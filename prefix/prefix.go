@@ -61,12 +61,6 @@ type Config struct {
 
 func (c *Config) PeftType() peft.PeftType { return peft.PrefixTuning }
 
-// Inject implements peft.Config; prefix tuning adds no layers, and
-// peft.Model builds its encoder with NewPromptEncoder instead.
-func (c *Config) Inject(nn.Module, string) error {
-	return fmt.Errorf("prefix: prompt-learning adapters add no layers; add them with peft.New or Model.AddAdapter")
-}
-
 // PrefixShape implements peft.PrefixConfig.
 func (c *Config) PrefixShape() (numLayers, numHeads, headDim int64) {
 	h := int64(c.NumAttentionHeads)

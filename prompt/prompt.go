@@ -32,7 +32,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 )
 
@@ -67,12 +66,16 @@ type Tokenizer interface {
 type TuningConfig struct {
 	peft.PromptLearningConfig
 	// PromptTuningInit is RANDOM (default), TEXT or SAMPLE_VOCAB.
-	PromptTuningInit     string `json:"prompt_tuning_init"`
+	PromptTuningInit string `json:"prompt_tuning_init"`
+	// PromptTuningInitText is the text whose token embeddings (repeated
+	// or cut to num_virtual_tokens) start the prompt with TEXT init.
 	PromptTuningInitText string `json:"prompt_tuning_init_text"`
 	// TokenizerNameOrPath is recorded for Python PEFT, which requires it
 	// with TEXT init (filled from Tokenizer when that has NameOrPath()).
-	TokenizerNameOrPath string         `json:"tokenizer_name_or_path"`
-	TokenizerKwargs     map[string]any `json:"tokenizer_kwargs"`
+	TokenizerNameOrPath string `json:"tokenizer_name_or_path"`
+	// TokenizerKwargs are the keyword arguments Python PEFT passes to
+	// AutoTokenizer.from_pretrained for TEXT init (kept, not used here).
+	TokenizerKwargs map[string]any `json:"tokenizer_kwargs"`
 	// Tokenizer encodes PromptTuningInitText for TEXT init; not saved.
 	Tokenizer Tokenizer `json:"-"`
 
@@ -80,10 +83,6 @@ type TuningConfig struct {
 }
 
 func (c *TuningConfig) PeftType() peft.PeftType { return peft.PromptTuning }
-
-// Inject implements peft.Config; prompt tuning adds no layers, and
-// peft.Model builds its encoder with NewPromptEncoder instead.
-func (c *TuningConfig) Inject(nn.Module, string) error { return errNoInject }
 
 // DecodeTuning parses adapter_config.json of a PROMPT_TUNING adapter.
 func DecodeTuning(data []byte) (peft.Config, error) {
@@ -142,17 +141,15 @@ type EncoderConfig struct {
 	EncoderHiddenSize int `json:"encoder_hidden_size"`
 	// EncoderNumLayers is the LSTM's layer count (default 2; the MLP
 	// always has 3 Linear layers, as in PEFT).
-	EncoderNumLayers int     `json:"encoder_num_layers"`
-	EncoderDropout   float64 `json:"encoder_dropout"` // between LSTM layers, while training
+	EncoderNumLayers int `json:"encoder_num_layers"`
+	// EncoderDropout is the dropout probability between the LSTM's layers,
+	// while training (default 0).
+	EncoderDropout float64 `json:"encoder_dropout"`
 
 	raw map[string]json.RawMessage
 }
 
 func (c *EncoderConfig) PeftType() peft.PeftType { return peft.PTuning }
-
-// Inject implements peft.Config; P-tuning adds no layers, and peft.Model
-// builds its encoder with NewPromptEncoder instead.
-func (c *EncoderConfig) Inject(nn.Module, string) error { return errNoInject }
 
 // DecodeEncoder parses adapter_config.json of a P_TUNING adapter.
 func DecodeEncoder(data []byte) (peft.Config, error) {
@@ -206,8 +203,6 @@ func (c *EncoderConfig) MarshalJSON() ([]byte, error) {
 	out["peft_type"] = peft.PTuning
 	return peft.EncodeConfig(out)
 }
-
-var errNoInject = fmt.Errorf("prompt: prompt-learning adapters add no layers; add them with peft.New or Model.AddAdapter")
 
 func nullString(s string) any {
 	if s == "" {

@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	_ "github.com/gopeft/peft/adapter" // registers BOTTLENECK
 	_ "github.com/gopeft/peft/bitfit"  // registers BITFIT
@@ -69,9 +70,15 @@ commands:
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "peft:", err)
+		fmt.Fprintln(os.Stderr, errorLine(err))
 		os.Exit(1)
 	}
+}
+
+// errorLine is the line printed for a failed command: "peft: " once, also
+// for the library's errors, which already start with it.
+func errorLine(err error) string {
+	return "peft: " + strings.TrimPrefix(err.Error(), "peft: ")
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
