@@ -33,6 +33,10 @@
 //     path of this machine: do not commit it.
 //
 // It never installs anything else (no demo data, no tokenizers).
+//
+// When go.work points at a prepared copy that was deleted, the go command
+// refuses the workspace before this program runs; GOWORK=off go run … (as
+// scripts/setup.sh does) prepares it again and rewrites go.work.
 package main
 
 import (
