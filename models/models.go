@@ -7,7 +7,9 @@
 // A forward pass takes one Inputs value (token ids or embeddings, attention
 // mask, token type ids, position ids, KV cache, per-layer prefix
 // key/values, labels) and returns Outputs (logits, loss, new cache, and for
-// encoders the hidden states). Families live in sub-packages
+// encoders the hidden states). The public Forward(s, in) runs in the
+// caller's tensor.Scope: the inputs are borrowed and the outputs belong to
+// s (package tensor states the memory rules). Families live in sub-packages
 // (models/llama, models/bloom, models/gpt2, models/bert) and know nothing
 // of PEFT.
 //
@@ -73,14 +75,14 @@ type Batch struct {
 	Checkpoint *Checkpoint
 }
 
-// Output is the internal form of Outputs; its tensors belong to the scope
-// the forward ran in.
+// Output is what a forward pass returns (Outputs is its public name); its
+// tensors belong to the scope the forward ran in.
 type Output struct {
-	Logits          *tensor.T // nil when Batch.LossOnly took the fused loss head
-	Loss            *tensor.T
-	PastKeyValues   *Cache
-	LastHiddenState *tensor.T
-	PoolerOutput    *tensor.T
+	Logits          *tensor.T // [B, L, vocab]; classifiers: [B, num_labels] or [B, L, num_labels]; nil when Batch.LossOnly took the fused loss head
+	Loss            *tensor.T // scalar float32, when labels were given
+	PastKeyValues   *Cache    // when UseCache: owns its tensors (Free it)
+	LastHiddenState *tensor.T // encoders without a head (feature extraction): [B, L, hidden]
+	PoolerOutput    *tensor.T // encoders without a head, when they have a pooler: [B, hidden]
 }
 
 // KV is one layer's keys and values, [B, kv_heads, T, head_dim].
