@@ -1,14 +1,21 @@
 # gopeft: make demo runs the quickstart, make test runs every test.
-.PHONY: setup test demo bench vet fuzz
+.PHONY: setup test consumer demo bench vet fuzz
 
 setup:
 	@bash scripts/setup.sh
 
+# test runs every package's tests, then builds and runs examples/consumer
+# as a separate module with README's "Use it from your project" steps.
 test: setup
 	go vet ./...
 	go test ./...
+	@bash scripts/test-consumer.sh
+
+consumer: setup
+	@bash scripts/test-consumer.sh
 
 demo: setup
+	@bash scripts/demo-data.sh
 	go run ./examples/quickstart
 
 bench: setup

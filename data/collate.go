@@ -91,20 +91,14 @@ func (c Collator) Collate(samples []Sample) *Batch {
 	return b
 }
 
-// Inputs returns the batch as a model's public inputs (new tensors the
-// caller owns).
-func (b *Batch) Inputs() (models.Inputs, error) {
-	s := tensor.NewScope()
-	defer s.Close()
+// Inputs returns the batch as a model's public inputs, tensors owned by
+// scope s (see models.Inputs).
+func (b *Batch) Inputs(s *tensor.Scope) (models.Inputs, error) {
 	mb := b.ModelBatch(s)
 	if err := s.Err(); err != nil {
 		return models.Inputs{}, fmt.Errorf("data: batch: %w", err)
 	}
-	in := models.Inputs{InputIDs: s.Keep(mb.InputIDs).ToTS(), AttentionMask: s.Keep(mb.AttentionMask).ToTS()}
-	if mb.Labels != nil {
-		in.Labels = s.Keep(mb.Labels).ToTS()
-	}
-	return in, nil
+	return models.Inputs{InputIDs: mb.InputIDs, AttentionMask: mb.AttentionMask, Labels: mb.Labels}, nil
 }
 
 // ModelBatch returns the batch as tensors of scope s (the library's

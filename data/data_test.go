@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
@@ -370,10 +371,13 @@ func TestCollator(t *testing.T) {
 	require.Equal(t, []int64{0, 5, 6, 7}, gen.InputIDs)
 	require.Equal(t, []int64{0, 1, 1, 1}, gen.AttentionMask)
 
-	in, err := right.Inputs()
+	s := tensor.NewScope()
+	defer s.Close()
+	in, err := right.Inputs(s)
 	require.NoError(t, err)
-	require.Equal(t, []int64{2, 4}, in.Labels.MustSize())
-	require.Equal(t, right.Labels, in.Labels.Int64Values())
+	require.Equal(t, []int64{2, 4}, in.Labels.Shape())
+	require.Equal(t, right.Labels, s.Int64s(in.Labels))
+	require.NoError(t, s.Err())
 }
 
 func TestPacking(t *testing.T) {

@@ -7,7 +7,9 @@
 // A forward pass takes one Inputs value (token ids or embeddings, attention
 // mask, token type ids, position ids, KV cache, per-layer prefix
 // key/values, labels) and returns Outputs (logits, loss, new cache, and for
-// encoders the hidden states). Families live in sub-packages
+// encoders the hidden states). The public Forward(s, in) runs in the
+// caller's tensor.Scope: the inputs are borrowed and the outputs belong to
+// s (package tensor states the memory rules). Families live in sub-packages
 // (models/llama, models/bloom, models/gpt2, models/bert) and know nothing
 // of PEFT.
 //
@@ -18,37 +20,34 @@ package models
 
 import (
 	"fmt"
+
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/tensor"
-	"github.com/sugarme/gotch/ts"
 )
 
 // IgnoreIndex is the label that the loss skips (prompt tokens, padding).
 const IgnoreIndex = -100
 
-// Inputs is the public form of a forward pass's inputs. Tensors are
-// borrowed: the caller keeps ownership.
+// Inputs is the public form of a forward pass's inputs (see Forward). Its
+// tensors are borrowed: the caller keeps ownership, and the forward never
+// frees or changes them.
 type Inputs struct {
-	InputIDs      *ts.Tensor // int64 [B, L]; or InputsEmbeds
-	InputsEmbeds  *ts.Tensor // [B, L, hidden], instead of InputIDs
-	AttentionMask *ts.Tensor // int64 [B, past+L]: 1 = attend, 0 = padding; nil = all ones
-	TokenTypeIDs  *ts.Tensor // int64 [B, L] segment ids (BERT; GPT-2 embeds them with wte); nil = zeros / none
-	PositionIDs   *ts.Tensor // int64 [B, L]; nil = past…past+L-1 as HF's forward()
-	PastKeyValues *Cache     // cache from an earlier call (extended in place when UseCache)
-	PrefixKV      []KV       // per-layer prefix keys/values [B or 1, kv_heads, P, head_dim]
-	Labels        *ts.Tensor // causal LM: int64 [B, L], -100 = ignore (shifted mean cross-entropy); classifiers: see Classifier
-	UseCache      bool       // return the key/value cache
+	InputIDs      *tensor.T // int64 [B, L]; or InputsEmbeds
+	InputsEmbeds  *tensor.T // [B, L, hidden], instead of InputIDs
+	AttentionMask *tensor.T // int64 [B, past+L]: 1 = attend, 0 = padding; nil = all ones
+	TokenTypeIDs  *tensor.T // int64 [B, L] segment ids (BERT; GPT-2 embeds them with wte); nil = zeros / none
+	PositionIDs   *tensor.T // int64 [B, L]; nil = past…past+L-1 as HF's forward()
+	PastKeyValues *Cache    // cache from an earlier call (extended in place when UseCache)
+	PrefixKV      []KV      // per-layer prefix keys/values [B or 1, kv_heads, P, head_dim]
+	Labels        *tensor.T // causal LM: int64 [B, L], -100 = ignore (shifted mean cross-entropy); classifiers: see Classifier
+	UseCache      bool      // return the key/value cache
 }
 
-// Outputs is the public form of a forward pass's outputs; the caller owns
-// the tensors (and the cache when it was created by this call).
-type Outputs struct {
-	Logits          *ts.Tensor // float32 [B, L, vocab]; classifiers: [B, num_labels] or [B, L, num_labels]
-	Loss            *ts.Tensor // scalar, when labels were given
-	PastKeyValues   *Cache
-	LastHiddenState *ts.Tensor // encoders without a head (feature extraction): [B, L, hidden]
-	PoolerOutput    *ts.Tensor // encoders without a head, when they have a pooler: [B, hidden]
-}
+// Outputs is the public form of a forward pass's outputs: the same value
+// as the internal Output. Its tensors belong to the scope passed to
+// Forward (freed at its Close; Scope.Keep takes one out); a cache the call
+// created owns its tensors: Free it.
+type Outputs = Output
 
 // Batch is the internal form of Inputs (tensors of the op layer).
 type Batch struct {
@@ -76,14 +75,14 @@ type Batch struct {
 	Checkpoint *Checkpoint
 }
 
-// Output is the internal form of Outputs; its tensors belong to the scope
-// the forward ran in.
+// Output is what a forward pass returns (Outputs is its public name); its
+// tensors belong to the scope the forward ran in.
 type Output struct {
-	Logits          *tensor.T // nil when Batch.LossOnly took the fused loss head
-	Loss            *tensor.T
-	PastKeyValues   *Cache
-	LastHiddenState *tensor.T
-	PoolerOutput    *tensor.T
+	Logits          *tensor.T // [B, L, vocab]; classifiers: [B, num_labels] or [B, L, num_labels]; nil when Batch.LossOnly took the fused loss head
+	Loss            *tensor.T // scalar float32, when labels were given
+	PastKeyValues   *Cache    // when UseCache: owns its tensors (Free it)
+	LastHiddenState *tensor.T // encoders without a head (feature extraction): [B, L, hidden]
+	PoolerOutput    *tensor.T // encoders without a head, when they have a pooler: [B, hidden]
 }
 
 // KV is one layer's keys and values, [B, kv_heads, T, head_dim].
@@ -134,8 +133,10 @@ type Model interface {
 	nn.Module
 	// ForwardT runs the model inside scope s (the library's internal entry point).
 	ForwardT(s *tensor.Scope, b *Batch) *Output
-	// Forward is the public entry point.
-	Forward(in Inputs) (*Outputs, error)
+	// Forward is the public entry point: it runs the model in scope s
+	// (whose grad mode applies: tensor.NoGradScope for inference) and
+	// returns outputs owned by s, or the scope's first error.
+	Forward(s *tensor.Scope, in Inputs) (*Outputs, error)
 	// Save writes the model as a HF folder (config.json + model.safetensors).
 	Save(dir string) error
 }
@@ -181,57 +182,44 @@ func ShiftedLoss(s *tensor.Scope, logits, labels *tensor.T) *tensor.T {
 	return s.CrossEntropy(lg, tg, IgnoreIndex)
 }
 
-// BatchOf converts public inputs to the internal form (borrowed handles
-// tracked by s).
+// BatchOf converts public inputs to the internal form (the same borrowed
+// tensors; s does not take them).
 func BatchOf(s *tensor.Scope, in Inputs) *Batch {
-	from := func(x *ts.Tensor) *tensor.T {
-		if x == nil {
-			return nil
-		}
-		return s.Track(tensor.FromTS(x))
-	}
 	return &Batch{
-		InputIDs:      from(in.InputIDs),
-		InputsEmbeds:  from(in.InputsEmbeds),
-		AttentionMask: from(in.AttentionMask),
-		TokenTypeIDs:  from(in.TokenTypeIDs),
-		PositionIDs:   from(in.PositionIDs),
+		InputIDs:      in.InputIDs,
+		InputsEmbeds:  in.InputsEmbeds,
+		AttentionMask: in.AttentionMask,
+		TokenTypeIDs:  in.TokenTypeIDs,
+		PositionIDs:   in.PositionIDs,
 		PastKeyValues: in.PastKeyValues,
 		PrefixKV:      in.PrefixKV,
-		Labels:        from(in.Labels),
+		Labels:        in.Labels,
 		UseCache:      in.UseCache,
 	}
 }
 
-// Run is every model's public Forward: it runs forwardT on in inside a
-// fresh scope and hands the outputs to the caller; name prefixes errors.
-func Run(name string, forwardT func(*tensor.Scope, *Batch) *Output, in Inputs) (*Outputs, error) {
-	s := tensor.NewScope()
-	defer s.Close()
+// Run is every model's public Forward: it runs forwardT on in inside
+// scope s, frees the pass's intermediates (autograd keeps what a backward
+// needs) and returns the outputs, owned by s. The error is the scope's
+// first error, prefixed with name; s keeps it, as after any failed op.
+func Run(s *tensor.Scope, name string, forwardT func(*tensor.Scope, *Batch) *Output, in Inputs) (*Outputs, error) {
+	if s == nil {
+		return nil, fmt.Errorf("%s: forward: nil scope (make one with tensor.NewScope or tensor.NoGradScope)", name)
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("%s: forward: the scope already failed: %w", name, err)
+	}
+	mark := s.Mark()
 	out := forwardT(s, BatchOf(s, in))
 	if err := s.Err(); err != nil {
+		s.FreeSince(mark)
 		return nil, fmt.Errorf("%s: forward: %w", name, err)
 	}
-	return Public(s, out), nil
-}
-
-// Public converts an internal output to the public form, moving its tensors
-// out of s.
-func Public(s *tensor.Scope, out *Output) *Outputs {
-	res := &Outputs{PastKeyValues: out.PastKeyValues}
-	if out.Logits != nil {
-		res.Logits = s.Keep(out.Logits).ToTS()
+	if out == nil {
+		out = &Output{}
 	}
-	if out.Loss != nil {
-		res.Loss = s.Keep(out.Loss).ToTS()
-	}
-	if out.LastHiddenState != nil {
-		res.LastHiddenState = s.Keep(out.LastHiddenState).ToTS()
-	}
-	if out.PoolerOutput != nil {
-		res.PoolerOutput = s.Keep(out.PoolerOutput).ToTS()
-	}
-	return res
+	s.FreeSince(mark, out.Logits, out.Loss, out.LastHiddenState, out.PoolerOutput)
+	return out, nil
 }
 
 // HeadInput is what a causal LM's head reads: the final hidden states x

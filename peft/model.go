@@ -443,11 +443,11 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 }
 
 // Forward runs the wrapped model (public entry point).
-func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
+func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
 	if pc, _ := m.activePrompt(); pc == nil {
-		return m.BaseModel.Model.Forward(in)
+		return m.BaseModel.Model.Forward(s, in)
 	}
-	return models.Run("peft", m.ForwardT, in)
+	return models.Run(s, "peft", m.ForwardT, in)
 }
 
 // applyBias makes biases trainable per cfg's bias policy.

@@ -8,7 +8,7 @@ import (
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/prefix"
-	"github.com/sugarme/gotch/ts"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Prefix tuning with a projection MLP on a GQA model: the prefix gets the
@@ -33,13 +33,15 @@ func ExampleConfig() {
 	model.PrintTrainableParameters()
 	fmt.Println("token_dim", cfg.TokenDim, "heads", cfg.NumAttentionHeads)
 
-	ids := ts.MustOfSlice([]int64{1, 87, 23}).MustView([]int64{1, 3}, true)
-	out, err := model.Forward(models.Inputs{InputIDs: ids})
+	s := tensor.NoGradScope() // owns the inputs and the outputs
+	defer s.Close()
+	ids := s.FromInt64([]int64{1, 87, 23}, 1, 3)
+	out, err := model.Forward(s, models.Inputs{InputIDs: ids})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("logits", out.Logits.MustSize())
+	fmt.Println("logits", out.Logits.Shape())
 	_, err = model.MergeAndUnload()
 	fmt.Println("mergeable:", !errors.Is(err, peft.ErrNotMergeable))
 	// Output:

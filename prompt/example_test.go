@@ -9,7 +9,7 @@ import (
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/prompt"
-	"github.com/sugarme/gotch/ts"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Prompt tuning: 8 trainable virtual tokens in front of a frozen model.
@@ -30,13 +30,15 @@ func ExampleTuningConfig() {
 	}
 	model.PrintTrainableParameters()
 
-	ids := ts.MustOfSlice([]int64{1, 87, 23}).MustView([]int64{1, 3}, true)
-	out, err := model.Forward(models.Inputs{InputIDs: ids})
+	s := tensor.NoGradScope() // owns the inputs and the outputs
+	defer s.Close()
+	ids := s.FromInt64([]int64{1, 87, 23}, 1, 3)
+	out, err := model.Forward(s, models.Inputs{InputIDs: ids})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("logits", out.Logits.MustSize())
+	fmt.Println("logits", out.Logits.Shape())
 	fmt.Println("mergeable:", !errors.Is(model.Merge(false), peft.ErrNotMergeable))
 
 	dir, _ := os.MkdirTemp("", "prompt")

@@ -1,13 +1,3 @@
-// Package tensor is the library's thin op layer over gotch's libtch C API.
-//
-// gotch's ts.Tensor costs 32–44 µs per op (a 100 KB Go allocation, a global
-// lock and a leaked output slot per call); the same op through libtch with a
-// caller-owned output slot costs ~3.4 µs. Model and method code therefore
-// computes with *T handles created inside a Scope, which pins the goroutine to
-// its OS thread (libtorch's last error and grad mode are thread-local),
-// records the first error (later ops become no-ops) and frees every
-// intermediate at once when it closes. ts.Tensor appears only at the public
-// boundary (ToTS / FromTS).
 package tensor
 
 // #include <stdlib.h>

@@ -1,7 +1,7 @@
 // Command quickstart is what `make demo` runs: parameter-efficient
 // fine-tuning end to end, on real Chinese text that nobody in this project
 // wrote — the 唐诗三百首 and 宋诗一百首 of Debian's fortunes-zh package
-// (GPL; `make setup` installs it, the poems are read from
+// (GPL; `make demo` installs it, the poems are read from
 // /usr/share/games/fortunes and never copied into the repository).
 //
 //  1. A small LLaMA-family base (4 layers, hidden 128, attention biases,

@@ -129,7 +129,7 @@ func LoadPoems(dir string) ([]Poem, error) {
 		path := filepath.Join(dir, f)
 		fh, err := os.Open(path)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%s is missing: install Debian's fortunes-zh package (run make setup)", path)
+			return nil, fmt.Errorf("%s is missing: install Debian's fortunes-zh package (make demo does: scripts/demo-data.sh)", path)
 		}
 		if err != nil {
 			return nil, err

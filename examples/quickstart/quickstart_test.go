@@ -40,8 +40,8 @@ func TestParseFortunes(t *testing.T) {
 
 func TestLoadPoemsMissing(t *testing.T) {
 	_, err := LoadPoems(t.TempDir())
-	if err == nil || !strings.Contains(err.Error(), "tang300") || !strings.Contains(err.Error(), "make setup") {
-		t.Fatalf("err = %v, want one naming tang300 and make setup", err)
+	if err == nil || !strings.Contains(err.Error(), "tang300") || !strings.Contains(err.Error(), "scripts/demo-data.sh") {
+		t.Fatalf("err = %v, want one naming tang300 and scripts/demo-data.sh", err)
 	}
 }
 

@@ -254,7 +254,9 @@ func TestConfigErrors(t *testing.T) {
 
 func TestForwardErrors(t *testing.T) {
 	m := loadTiny(t)
-	_, err := m.Forward(models.Inputs{})
+	s0 := tensor.NoGradScope()
+	_, err := m.Forward(s0, models.Inputs{})
+	s0.Close()
 	require.ErrorContains(t, err, "input_ids")
 	check := func(b func(s *tensor.Scope) *models.Batch, want string) {
 		t.Helper()
@@ -283,7 +285,9 @@ func TestForwardErrors(t *testing.T) {
 	enc, err := LoadModel(tinyDir(t))
 	require.NoError(t, err)
 	defer enc.Free()
-	_, err = enc.Forward(models.Inputs{Labels: m.Bert.Embeddings.WordEmbeddings.(*nn.Embedding).Weight.Tensor()})
+	s1 := tensor.NoGradScope()
+	defer s1.Close()
+	_, err = enc.Forward(s1, models.Inputs{Labels: m.Bert.Embeddings.WordEmbeddings.(*nn.Embedding).Weight.T()})
 	require.ErrorContains(t, err, "labels need a head")
 }
 

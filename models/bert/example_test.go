@@ -8,7 +8,7 @@ import (
 	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
-	"github.com/sugarme/gotch/ts"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Load a HF BertForSequenceClassification folder and classify a batch,
@@ -21,17 +21,19 @@ func ExampleLoad() {
 	}
 	cls := m.(*bert.ForSequenceClassification)
 	defer cls.Free()
-	ids := ts.MustOfSlice([]int64{1, 306, 450, 263, 1, 123, 29, 0}).MustView([]int64{2, 4}, true)
-	mask := ts.MustOfSlice([]int64{1, 1, 1, 1, 1, 1, 1, 0}).MustView([]int64{2, 4}, true)
-	labels := ts.MustOfSlice([]int64{2, 0})
-	out, err := cls.Forward(models.Inputs{InputIDs: ids, AttentionMask: mask, Labels: labels})
+	s := tensor.NoGradScope() // owns the inputs and the outputs
+	defer s.Close()
+	ids := s.FromInt64([]int64{1, 306, 450, 263, 1, 123, 29, 0}, 2, 4)
+	mask := s.FromInt64([]int64{1, 1, 1, 1, 1, 1, 1, 0}, 2, 4)
+	labels := s.FromInt64([]int64{2, 0}, 2)
+	out, err := cls.Forward(s, models.Inputs{InputIDs: ids, AttentionMask: mask, Labels: labels})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	fmt.Println(nn.TypeName(cls), cls.Bert.Config.Labels())
-	fmt.Println("logits", out.Logits.MustSize())
-	fmt.Printf("loss %.2f\n", out.Loss.Float64Values()[0])
+	fmt.Println("logits", out.Logits.Shape())
+	fmt.Printf("loss %.2f\n", s.Item(out.Loss))
 	// Output:
 	// BertForSequenceClassification [LABEL_0 LABEL_1 LABEL_2]
 	// logits [2 3]

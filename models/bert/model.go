@@ -590,18 +590,18 @@ func (m *Model) NumLayers() int { return len(m.Encoder.Layer.Items) }
 
 // Forward runs the encoder (the public entry point): Outputs has
 // LastHiddenState and PoolerOutput.
-func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
-	return models.Run("bert", m.ForwardT, in)
+func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
+	return models.Run(s, "bert", m.ForwardT, in)
 }
 
 // Forward runs the model (the public entry point): logits [B, num_labels].
-func (m *ForSequenceClassification) Forward(in models.Inputs) (*models.Outputs, error) {
-	return models.Run("bert", m.ForwardT, in)
+func (m *ForSequenceClassification) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
+	return models.Run(s, "bert", m.ForwardT, in)
 }
 
 // Forward runs the model (the public entry point): logits [B, L, num_labels].
-func (m *ForTokenClassification) Forward(in models.Inputs) (*models.Outputs, error) {
-	return models.Run("bert", m.ForwardT, in)
+func (m *ForTokenClassification) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
+	return models.Run(s, "bert", m.ForwardT, in)
 }
 
 // ForwardT runs the encoder in scope s: Output.LastHiddenState [B, L,

@@ -19,7 +19,6 @@ import (
 	"github.com/gopeft/peft/safetensors"
 	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
-	"github.com/sugarme/gotch/ts"
 )
 
 type fixture struct {
@@ -298,7 +297,7 @@ func TestFeatureExtraction(t *testing.T) {
 	for _, np := range l.TrainableParams() {
 		require.Contains(t, np.Name, "lora_", "nothing but LoRA trains")
 	}
-	res, err := l.Forward(models.Inputs{InputIDs: ts.MustOfSlice([]int64{1, 30, 31}).MustView([]int64{1, 3}, true)})
+	res, err := l.Forward(s, models.Inputs{InputIDs: s.FromInt64([]int64{1, 30, 31}, 1, 3)})
 	require.NoError(t, err)
-	require.Equal(t, []int64{1, 3, 64}, res.LastHiddenState.MustSize())
+	require.Equal(t, []int64{1, 3, 64}, res.LastHiddenState.Shape())
 }

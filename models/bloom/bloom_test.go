@@ -144,7 +144,9 @@ func TestConfigErrors(t *testing.T) {
 
 func TestForwardErrors(t *testing.T) {
 	m := loadTiny(t)
-	_, err := m.Forward(models.Inputs{})
+	s0 := tensor.NoGradScope()
+	_, err := m.Forward(s0, models.Inputs{})
+	s0.Close()
 	require.ErrorContains(t, err, "input_ids")
 	s := tensor.NoGradScope()
 	defer s.Close()

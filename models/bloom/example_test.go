@@ -5,7 +5,7 @@ import (
 
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
-	"github.com/sugarme/gotch/ts"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Load a HF BLOOM folder and run one forward pass with a loss.
@@ -16,14 +16,16 @@ func ExampleLoad() {
 		return
 	}
 	defer m.Free()
-	ids := ts.MustOfSlice([]int64{1, 306, 450, 263, 123, 29}).MustView([]int64{1, 6}, true)
-	out, err := m.Forward(models.Inputs{InputIDs: ids, Labels: ids})
+	s := tensor.NoGradScope() // owns the inputs and the outputs
+	defer s.Close()
+	ids := s.FromInt64([]int64{1, 306, 450, 263, 123, 29}, 1, 6)
+	out, err := m.Forward(s, models.Inputs{InputIDs: ids, Labels: ids})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	fmt.Println("logits", out.Logits.MustSize())
-	fmt.Printf("loss %.2f\n", out.Loss.Float64Values()[0])
+	fmt.Println("logits", out.Logits.Shape())
+	fmt.Printf("loss %.2f\n", s.Item(out.Loss))
 	fmt.Println("bias parameters (BitFit):", m.Config.NumBiasParams())
 	// Output:
 	// logits [1 6 512]

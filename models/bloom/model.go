@@ -256,9 +256,9 @@ func (m *Model) Free() {
 // NumLayers is the number of blocks.
 func (m *Model) NumLayers() int { return len(m.Transformer.H.Items) }
 
-// Forward runs the model (the public entry point): see models.Inputs.
-func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
-	return models.Run("bloom", m.ForwardT, in)
+// Forward runs the model in scope s (the public entry point): see models.Run.
+func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
+	return models.Run(s, "bloom", m.ForwardT, in)
 }
 
 // ForwardT runs the model in scope s. Intermediates stay in s; the new cache

@@ -33,7 +33,6 @@ import (
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/tensor"
-	"github.com/sugarme/gotch/ts"
 )
 
 // Model is GPT2LMHeadModel.
@@ -237,9 +236,9 @@ func (m *Model) Free() {
 // NumLayers is the number of blocks.
 func (m *Model) NumLayers() int { return len(m.Transformer.H.Items) }
 
-// Forward runs the model (the public entry point): see models.Inputs.
-func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
-	return models.Run("gpt2", m.ForwardT, in)
+// Forward runs the model in scope s (the public entry point): see models.Run.
+func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
+	return models.Run(s, "gpt2", m.ForwardT, in)
 }
 
 // ForwardT runs the model in scope s. Intermediates stay in s; the new cache
@@ -499,15 +498,14 @@ func (m *Model) InputEmbeddings() nn.Layer { return m.Transformer.Wte }
 // attention mask (int64 [B, L]): cumsum(mask)-1 along each row, with
 // padded slots set to 1 (HF's prepare_inputs_for_generation), so every
 // row's first real token gets position 0. GPT-2's learned positions need
-// them for left padding: pass them as Inputs.PositionIDs.
-func PositionIDs(mask *ts.Tensor) (*ts.Tensor, error) {
-	s := tensor.NewScope()
-	defer s.Close()
-	pos := PositionIDsT(s, s.Track(tensor.FromTS(mask)))
+// them for left padding: pass them as Inputs.PositionIDs. The result is
+// owned by s.
+func PositionIDs(s *tensor.Scope, mask *tensor.T) (*tensor.T, error) {
+	pos := PositionIDsT(s, mask)
 	if err := s.Err(); err != nil {
 		return nil, fmt.Errorf("gpt2: position ids: %w", err)
 	}
-	return s.Keep(pos).ToTS(), nil
+	return pos, nil
 }
 
 // PositionIDsT is PositionIDs in scope s (the library's internal form).

@@ -275,9 +275,9 @@ func (m *Model) Free() {
 // NumLayers is the number of decoder layers.
 func (m *Model) NumLayers() int { return len(m.Model.Layers.Items) }
 
-// Forward runs the model (the public entry point): see models.Inputs.
-func (m *Model) Forward(in models.Inputs) (*models.Outputs, error) {
-	return models.Run("llama", m.ForwardT, in)
+// Forward runs the model in scope s (the public entry point): see models.Run.
+func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
+	return models.Run(s, "llama", m.ForwardT, in)
 }
 
 // ForwardT runs the model in scope s. Intermediates stay in s; the new cache

@@ -13,7 +13,6 @@ import (
 	"github.com/gopeft/peft/safetensors"
 	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
-	"github.com/sugarme/gotch/ts"
 )
 
 func TestSaveLoadRoundTripIsBitIdentical(t *testing.T) {
@@ -197,23 +196,27 @@ func TestPublicForward(t *testing.T) {
 	ids, shape := exp.i64(t, "input_ids")
 	mask, _ := exp.i64(t, "attention_mask")
 	want, _ := exp.f32(t, "logits")
-	in := ts.MustOfSlice(ids).MustView(shape, true)
-	am := ts.MustOfSlice(mask).MustView(shape, true)
-	out, err := m.Forward(models.Inputs{InputIDs: in, AttentionMask: am})
+	s := tensor.NoGradScope()
+	defer s.Close()
+	in := s.FromInt64(ids, shape...)
+	am := s.FromInt64(mask, shape...)
+	mark := s.Mark()
+	out, err := m.Forward(s, models.Inputs{InputIDs: in, AttentionMask: am})
 	require.NoError(t, err)
-	require.Equal(t, []int64{2, 12, 512}, out.Logits.MustSize())
-	got := out.Logits.MustView([]int64{-1}, false).Float64Values()
-	g32 := make([]float32, len(got))
-	for i, v := range got {
-		g32[i] = float32(v)
-	}
-	require.LessOrEqual(t, maxAbsDiff(g32, want), 1e-4)
+	require.Equal(t, []int64{2, 12, 512}, out.Logits.Shape())
+	require.Equal(t, mark+1, s.Mark(), "the scope keeps the logits only (intermediates freed)")
+	require.True(t, s.Owns(out.Logits))
+	require.LessOrEqual(t, maxAbsDiff(s.Float32s(out.Logits), want), 1e-4)
+	require.NoError(t, s.Err())
 
-	_, err = m.Forward(models.Inputs{})
-	require.ErrorContains(t, err, "input_ids")
-	bad := ts.MustOfSlice([]int64{1, 2, 3})
-	_, err = m.Forward(models.Inputs{InputIDs: bad})
-	require.ErrorContains(t, err, "input_ids")
+	for _, bad := range []models.Inputs{{}, {InputIDs: s.FromInt64([]int64{1, 2, 3}, 3)}} {
+		s2 := tensor.NoGradScope()
+		_, err = m.Forward(s2, bad)
+		s2.Close()
+		require.ErrorContains(t, err, "input_ids")
+	}
+	_, err = m.Forward(nil, models.Inputs{InputIDs: in})
+	require.ErrorContains(t, err, "nil scope")
 }
 
 // 200 forward+backward steps of a small model: RSS stays within 5%.
