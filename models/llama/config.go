@@ -147,6 +147,11 @@ func (c *Config) Validate() error {
 	if sw, _ := c.Raw["use_sliding_window"].(bool); sw && (c.ModelType == "qwen2" || c.ModelType == "qwen3") {
 		return fmt.Errorf("field \"use_sliding_window\": sliding-window attention is not supported")
 	}
+	for _, f := range []string{"mlp_bias", "lm_head_bias"} {
+		if b, _ := c.Raw[f].(bool); b {
+			return fmt.Errorf("field %q: biases there are not supported", f)
+		}
+	}
 	if c.HiddenAct != "silu" {
 		return fmt.Errorf("field \"hidden_act\": %q is not supported (only \"silu\")", c.HiddenAct)
 	}
