@@ -32,6 +32,10 @@ type Config struct {
 	// PartialRotaryFactor is the share of each head that is rotated
 	// (Phi-4-mini: 0.75; 0 or absent: all of it).
 	PartialRotaryFactor float64 `json:"partial_rotary_factor,omitempty"`
+	// SlidingWindow, for Mistral and Phi-3, limits attention to the keys
+	// less than this many positions back (0 or null: no limit). Qwen2/Qwen3
+	// use it only with use_sliding_window, which is refused.
+	SlidingWindow int64 `json:"sliding_window,omitempty"`
 	BosTokenID          *int64  `json:"bos_token_id,omitempty"`
 	EosTokenID          any     `json:"eos_token_id,omitempty"`
 	PadTokenID          *int64  `json:"pad_token_id,omitempty"`
@@ -124,6 +128,9 @@ func (c *Config) Validate() error {
 	if c.HeadDim < 0 {
 		return fmt.Errorf("field \"head_dim\" must be positive (or absent), got %d", c.HeadDim)
 	}
+	if c.SlidingWindow < 0 {
+		return fmt.Errorf("field \"sliding_window\" must be positive (or null), got %d", c.SlidingWindow)
+	}
 	if c.MaxPositionEmbeddings < 0 {
 		return fmt.Errorf("field \"max_position_embeddings\" must be positive, got %d", c.MaxPositionEmbeddings)
 	}
@@ -175,6 +182,14 @@ func (c *Config) Rope() (*models.Rope, error) {
 		}
 	}
 	return models.ParseRope(raw, c.RopeTheta, c.HeadSize(), c.MaxPositionEmbeddings)
+}
+
+// window is the sliding window that applies to this model type (0: none).
+func (c *Config) window() int64 {
+	if c.ModelType == "mistral" || c.ModelType == "phi3" {
+		return c.SlidingWindow
+	}
+	return 0
 }
 
 // HeadSize is the per-head dimension.

@@ -405,8 +405,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 
 // attentionMask builds HF's additive mask [B, 1, L, T] in the activations'
 // dtype dt: 0 where a query may attend, dt's lowest value where the key is
-// in the future or padding. It returns nil when nothing is masked (one new
-// token, no padding).
+// in the future or padding, or (Mistral, Phi-3 with sliding_window w) when
+// the query is w or more positions after it. It returns nil when nothing
+// is masked (one new token, no padding, inside the window).
 func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixLen int64, dt tensor.DType) *tensor.T {
 	T := past + L
 	var pad *tensor.T
@@ -425,13 +426,18 @@ func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixL
 			pad = s.View(s.EqScalar(am, 0), B, 1, 1, T)
 		}
 	}
-	if L == 1 && pad == nil {
+	w := m.Config.window()
+	windowed := w > 0 && T > w
+	if L == 1 && pad == nil && !windowed {
 		return nil
 	}
 	// key j is in the future of query i when j > past + i
 	keys := s.Unsqueeze(s.Arange(tensor.Int64, 0, T), 0)       // [1, T]
 	queries := s.Unsqueeze(s.Arange(tensor.Int64, past, T), 1) // [L, 1]
 	masked := s.Gt(keys, queries)                              // [L, T]
+	if windowed {                                              // queries - keys >= w, i.e. queries - w + 1 > keys
+		masked = s.LogicalOr(masked, s.Gt(s.AddScalar(queries, float64(1-w)), keys))
+	}
 	if pad != nil {
 		masked = s.LogicalOr(masked, pad) // [B, 1, L, T]
 	} else {

@@ -241,3 +241,41 @@ func TestVariantsLoRATrainStep(t *testing.T) {
 		})
 	}
 }
+
+// Phi-3's sliding window (config.json's sliding_window, as Mistral's)
+// masks the keys w or more positions back, in the full forward and when
+// decoding with the cache.
+func TestPhi3SlidingWindow(t *testing.T) {
+	set, err := safetensors.OpenFiles(hf(t, "expected", "phi3-tiny__ref.safetensors"))
+	require.NoError(t, err)
+	defer set.Close()
+	r := ref{set}
+	m, err := llama.Load(hf(t, "phi3-tiny"))
+	require.NoError(t, err)
+	defer m.Free()
+	m.Config.SlidingWindow = 4
+	require.Greater(t, diff(r.f32(t, "logits_window4"), r.f32(t, "logits")), 1e-3) // the window matters
+	require.LessOrEqual(t, diff(logits(t, m, r, false), r.f32(t, "logits_window4")), 1e-4)
+	require.LessOrEqual(t, diff(logits(t, m, r, true), r.f32(t, "logits_far_window4")), 1e-4)
+
+	ids, shape := r.i64(t, "input_ids")
+	pos, _ := r.i64(t, "position_ids_far")
+	want := r.f32(t, "logits_far_window4")
+	B, L := shape[0], shape[1]
+	V := int64(len(want)) / (B * L)
+	s := tensor.NoGradScope()
+	defer s.Close()
+	var cache *models.Cache
+	for j := int64(0); j < L; j++ { // one token at a time
+		col := func(v []int64) []int64 { return []int64{v[j], v[L+j]} }
+		out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(col(ids), B, 1), PositionIDs: s.FromInt64(col(pos), B, 1),
+			PastKeyValues: cache, UseCache: true})
+		require.NoError(t, s.Err())
+		cache = out.PastKeyValues
+		got := s.Float32s(out.Logits)
+		for b := int64(0); b < B; b++ {
+			require.LessOrEqual(t, diff(got[b*V:(b+1)*V], want[(b*L+j)*V:(b*L+j+1)*V]), 1e-4, "row %d position %d", b, j)
+		}
+	}
+	cache.Free()
+}

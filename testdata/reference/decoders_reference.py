@@ -112,7 +112,7 @@ class Decoder:
                 y = y + (x @ A.t() @ B.t()) * self.lora["scale"]
         return y
 
-    def forward(self, ids, mask, pos=None):
+    def forward(self, ids, mask, pos=None, window=None):
         c = self.c
         Bn, L = ids.shape
         H, KV = c["num_attention_heads"], c["num_key_value_heads"]
@@ -125,6 +125,9 @@ class Decoder:
         emb = torch.cat((fr, fr), -1)
         cos, sin = (emb.cos() * att).unsqueeze(1), (emb.sin() * att).unsqueeze(1)
         causal = torch.triu(torch.ones(L, L, dtype=torch.bool), 1)
+        if window is not None:  # sliding window: key j visible from query i when i - j < window
+            i_, j_ = torch.arange(L).view(L, 1), torch.arange(L).view(1, L)
+            causal = causal | (i_ - j_ >= window)
         masked = causal.view(1, 1, L, L) | (mask == 0).view(Bn, 1, 1, L)
         add = torch.zeros(Bn, 1, L, L).masked_fill(masked, MIN)
         x = self.w["model.embed_tokens.weight"][ids]
@@ -204,6 +207,9 @@ def make(name, cfg, shapes, targets, seed):
     with torch.no_grad():
         out["logits"] = m.forward(ids, mask)
         out["logits_far"] = m.forward(ids, ones, far)
+        if cfg["model_type"] == "phi3":  # Phi3 (like Mistral) masks outside config.sliding_window
+            out["logits_window4"] = m.forward(ids, mask, None, 4)
+            out["logits_far_window4"] = m.forward(ids, ones, far, 4)
         m.lora = {"tensors": lora, "scale": alpha / r}
         out["logits_lora"] = m.forward(ids, mask)
         out["logits_far_lora"] = m.forward(ids, ones, far)
