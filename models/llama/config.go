@@ -79,6 +79,13 @@ func ParseConfig(path string, data []byte) (*Config, error) {
 	if _, ok := raw["tie_word_embeddings"]; !ok && c.ModelType == "qwen2" {
 		c.TieWordEmbeddings = false
 	}
+	if _, ok := raw["rope_theta"]; !ok { // transformers 5 keeps it in rope_parameters
+		if rp, ok := raw["rope_parameters"].(map[string]any); ok {
+			if th, ok := rp["rope_theta"].(float64); ok {
+				c.RopeTheta = th
+			}
+		}
+	}
 	c.defaults()
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("llama: %s: %w", path, err)
