@@ -35,10 +35,10 @@ type Config struct {
 	// SlidingWindow, for Mistral and Phi-3, limits attention to the keys
 	// less than this many positions back (0 or null: no limit). Qwen2/Qwen3
 	// use it only with use_sliding_window, which is refused.
-	SlidingWindow int64 `json:"sliding_window,omitempty"`
-	BosTokenID          *int64  `json:"bos_token_id,omitempty"`
-	EosTokenID          any     `json:"eos_token_id,omitempty"`
-	PadTokenID          *int64  `json:"pad_token_id,omitempty"`
+	SlidingWindow int64  `json:"sliding_window,omitempty"`
+	BosTokenID    *int64 `json:"bos_token_id,omitempty"`
+	EosTokenID    any    `json:"eos_token_id,omitempty"`
+	PadTokenID    *int64 `json:"pad_token_id,omitempty"`
 
 	// Raw is config.json as read (nil for a config built in code).
 	Raw map[string]any `json:"-"`
