@@ -29,7 +29,7 @@ import (
 //	load             wall time of llama.Load; RSS, RssAnon and RssFile after it
 //	generate-b1      greedy decoding, batch 1, prompt 32, 32 new tokens, 1 warm-up + 2 runs
 //	generate-b4      the same at batch 4 (4 × 32 prompt)
-//	train-lora-ckpt  LoRA r 8, alpha 16 on q_proj,v_proj (float32 adapters), AdamW lr 1e-4,
+//	train-lora-ckpt  LoRA r 8, alpha 16 on q_proj,v_proj (Phi-3: qkv_proj) (float32 adapters), AdamW lr 1e-4,
 //	                 batch 1 × 512, activation checkpointing, 1 warm-up + 3 steps; the
 //	                 loss from the fused head as train.Trainer computes it (-fused-loss)
 //
@@ -242,6 +242,9 @@ func scaleTrain(m *llama.Model, o options, res map[string]any) error {
 		models.LossChunkBytes = o.lossChunk << 20
 	}
 	targets := []string{"q_proj", "v_proj"}
+	if m.Config.ModelType == "phi3" { // fused: PEFT has no default for Phi-3
+		targets = []string{"qkv_proj"}
+	}
 	pm, err := lora.Wrap(m, loraConfig(targets))
 	if err != nil {
 		return err

@@ -30,7 +30,7 @@ func Wrap(base models.CausalLM, cfg *Config) (*peft.Model, error) {
 
 // DefaultTargets are PEFT's default target_modules per model_type.
 var DefaultTargets = map[string][]string{
-	"llama": {"q_proj", "v_proj"}, "mistral": {"q_proj", "v_proj"}, "qwen2": {"q_proj", "v_proj"},
+	"llama": {"q_proj", "v_proj"}, "mistral": {"q_proj", "v_proj"}, "qwen2": {"q_proj", "v_proj"}, "qwen3": {"q_proj", "v_proj"},
 	"gpt2": {"c_attn"}, "bloom": {"query_key_value"}, "bert": {"query", "value"},
 }
 

@@ -25,7 +25,10 @@
 //
 // -layers N writes the same model with N decoder layers (a smaller folder
 // for quick checks); -config also takes a config.json path, whose LLaMA /
-// Qwen2 / Mistral fields are used as they are.
+// Qwen2 / Qwen3 / Mistral / Phi-3 fields are used as they are (the real
+// Llama-3.2-1B, Qwen3-0.6B and Phi-4-mini configs are in testdata/configs;
+// Qwen3 gets its q_norm/k_norm weights, Phi-3 its fused qkv_proj and
+// gate_up_proj).
 package main
 
 import (

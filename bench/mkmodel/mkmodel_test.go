@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -9,13 +10,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gopeft/peft/generate"
+	"github.com/gopeft/peft/lora"
+	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
+	"github.com/gopeft/peft/tensor"
 )
 
 func TestBF16Rounding(t *testing.T) {
@@ -200,4 +206,53 @@ func TestF32(t *testing.T) {
 	c, err := llama.LoadConfig(dir)
 	require.NoError(t, err)
 	require.Equal(t, "float32", c.Raw["torch_dtype"])
+}
+
+// The real Qwen3-0.6B and Phi-4-mini configs (testdata/configs), cut to
+// one decoder layer and a 512-token vocabulary so that the test stays
+// small, give folders that load (bf16), generate and take a LoRA step
+// (Llama-3.2-1B's layers are plain LLaMA ones; its config is checked in
+// models/llama's TestRealConfigs). The full-size folders are
+// BENCHMARKS.md's.
+func TestRealConfigsLoadGenerateTrain(t *testing.T) {
+	for _, c := range []struct{ file, target string }{
+		{"qwen3-0.6b.json", "q_proj"}, {"phi-4-mini.json", "qkv_proj"},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			cfg, err := LookupConfig(filepath.Join("..", "..", "testdata", "configs", c.file))
+			require.NoError(t, err)
+			cfg["num_hidden_layers"], cfg["vocab_size"] = 1, 512
+			for _, k := range []string{"bos_token_id", "eos_token_id", "pad_token_id"} {
+				delete(cfg, k)
+			}
+			dir := t.TempDir()
+			_, err = Write(dir, cfg, Options{Seed: 1, Workers: 2})
+			require.NoError(t, err)
+			m, err := llama.Load(dir)
+			require.NoError(t, err)
+			require.Equal(t, tensor.BFloat16, m.DType())
+			out, err := generate.Generate(context.Background(), m, generate.Input{InputIDs: [][]int64{{5, 6, 7, 8}}},
+				generate.GenerationConfig{MaxNewTokens: 3})
+			require.NoError(t, err)
+			require.Len(t, out.Sequences[0], 7)
+
+			pm, err := lora.Wrap(m, &lora.Config{R: 4, LoraAlpha: 8, TargetModules: lora.List(c.target)})
+			require.NoError(t, err)
+			defer nn.FreeParams(pm)
+			s := tensor.NewScope()
+			defer s.Close()
+			ids := []int64{1, 2, 3, 4, 5, 6, 7, 8}
+			res := pm.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, 1, 8), Labels: s.FromInt64(ids, 1, 8)})
+			require.NoError(t, s.Err())
+			s.Backward(res.Loss)
+			require.NoError(t, s.Err())
+			for _, np := range pm.TrainableParams() {
+				if strings.Contains(np.Name, "lora_B") {
+					g := s.Grad(np.Param.T())
+					require.NotNil(t, g, np.Name)
+					require.Greater(t, s.Item(s.Sum(s.Abs(g), false)), 0.0, np.Name)
+				}
+			}
+		})
+	}
 }

@@ -128,13 +128,24 @@ func Specs(cfg map[string]any) ([]spec, error) {
 				out = append(out, spec{p + name + ".bias", []int64{o}, normal})
 			}
 		}
-		lin("self_attn.q_proj", q, h, qkvBias)
-		lin("self_attn.k_proj", kv, h, qkvBias)
-		lin("self_attn.v_proj", kv, h, qkvBias)
-		lin("self_attn.o_proj", h, q, oBias)
-		lin("mlp.gate_proj", inter, h, false)
-		lin("mlp.up_proj", inter, h, false)
-		lin("mlp.down_proj", h, inter, false)
+		if cfg["model_type"] == "phi3" { // Phi-3: fused projections, in Phi3's module order
+			lin("self_attn.o_proj", h, q, oBias)
+			lin("self_attn.qkv_proj", q+2*kv, h, qkvBias)
+			lin("mlp.gate_up_proj", 2*inter, h, false)
+			lin("mlp.down_proj", h, inter, false)
+		} else {
+			lin("self_attn.q_proj", q, h, qkvBias)
+			lin("self_attn.k_proj", kv, h, qkvBias)
+			lin("self_attn.v_proj", kv, h, qkvBias)
+			lin("self_attn.o_proj", h, q, oBias)
+			if cfg["model_type"] == "qwen3" { // per-head query/key RMSNorms
+				out = append(out, spec{p + "self_attn.q_norm.weight", []int64{hd}, ones},
+					spec{p + "self_attn.k_norm.weight", []int64{hd}, ones})
+			}
+			lin("mlp.gate_proj", inter, h, false)
+			lin("mlp.up_proj", inter, h, false)
+			lin("mlp.down_proj", h, inter, false)
+		}
 		out = append(out, spec{p + "input_layernorm.weight", []int64{h}, ones},
 			spec{p + "post_attention_layernorm.weight", []int64{h}, ones})
 	}

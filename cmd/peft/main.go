@@ -350,7 +350,7 @@ func loadModel(dir string, lopts ...models.LoadOption) (models.CausalLM, error) 
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	switch head.ModelType {
-	case "llama", "qwen2", "mistral":
+	case "llama", "qwen2", "qwen3", "mistral", "phi3":
 		return llama.Load(dir, lopts...)
 	case "bloom":
 		return bloom.Load(dir, lopts...)
@@ -359,5 +359,5 @@ func loadModel(dir string, lopts ...models.LoadOption) (models.CausalLM, error) 
 	case "bert": // the class config.json's architectures names; SEQ_CLS logits are [B, num_labels]
 		return bert.Load(dir, lopts...)
 	}
-	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, mistral, bloom, gpt2, bert)", path, head.ModelType)
+	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, qwen3, mistral, phi3, bloom, gpt2, bert)", path, head.ModelType)
 }

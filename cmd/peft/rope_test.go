@@ -88,3 +88,25 @@ func TestGenerateCommandReadsPositionIDs(t *testing.T) {
 	}
 	require.LessOrEqual(t, maxAbs(first, want), 1e-4)
 }
+
+// logits dispatches qwen3 and phi3 folders to the LLaMA family and
+// reproduces the plain-torch reference (testdata/hf/README-qwen3-phi3.md),
+// with and without the LoRA adapter.
+func TestLogitsCommandQwen3Phi3(t *testing.T) {
+	fx := fixtures(t)
+	for _, name := range []string{"qwen3-tiny", "phi3-tiny"} {
+		expected := filepath.Join(fx, "expected", name+"__ref.safetensors")
+		for _, adapter := range []bool{false, true} {
+			out := filepath.Join(t.TempDir(), "out.safetensors")
+			args := []string{"logits", "--model", filepath.Join(fx, name), "--input", expected, "--out", out}
+			key := "logits"
+			if adapter {
+				args = append(args, "--adapter", filepath.Join(fx, "adapters", name, "lora"))
+				key = "logits_lora"
+			}
+			var stderr bytes.Buffer
+			require.NoError(t, run(args, &bytes.Buffer{}, &stderr), stderr.String())
+			require.LessOrEqual(t, maxAbs(readF32(t, out, "logits"), readF32(t, expected, key)), 1e-4, "%s %s", name, key)
+		}
+	}
+}

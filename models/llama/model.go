@@ -1,11 +1,19 @@
-// Package llama is the LLaMA family of decoders (LLaMA 1–3, Qwen2, Mistral)
-// loaded from HF checkpoint folders, with HF's module names so that state
-// dicts and PEFT adapters map 1:1 onto the files.
+// Package llama is the LLaMA family of decoders (LLaMA 1–3.x, Qwen2,
+// Qwen3, Mistral, Phi-3/Phi-4-mini) loaded from HF checkpoint folders,
+// with HF's module names so that state dicts and PEFT adapters map 1:1
+// onto the files.
 //
-// The forward pass follows transformers 4.39's LlamaForCausalLM exactly:
-// eager attention with a 0/min additive mask, fp32 softmax, rotary
-// embeddings in the half-split layout, GQA by repeating key/value heads,
-// and HF's shifted cross-entropy loss ignoring -100.
+// The forward pass follows transformers' LlamaForCausalLM exactly: eager
+// attention with a 0/min additive mask, fp32 softmax, rotary embeddings in
+// the half-split layout with config.json's RoPE scaling (models.Rope), GQA
+// by repeating key/value heads, and HF's shifted cross-entropy loss
+// ignoring -100. The variants differ where transformers' classes do:
+// Qwen2 has q/k/v biases; Qwen3 (model_type "qwen3") normalises each
+// query and key head with its own RMSNorm (self_attn.q_norm, k_norm)
+// before the rotation; Phi-3 (model_type "phi3") has fused projections,
+// self_attn.qkv_proj ([q; k; v] rows) and mlp.gate_up_proj ([gate; up]
+// rows), and may rotate part of each head only (partial_rotary_factor,
+// 0.75 in Phi-4-mini).
 package llama
 
 import (
@@ -54,19 +62,26 @@ type DecoderLayer struct {
 	PostAttentionLayernorm nn.Layer   `nn:"post_attention_layernorm"`
 }
 
-// Attention is LlamaAttention.
+// Attention is LlamaAttention (Qwen3Attention with QNorm and KNorm;
+// Phi3Attention with QKVProj instead of QProj, KProj and VProj). Absent
+// layers are nil.
 type Attention struct {
-	QProj nn.Layer `nn:"q_proj"`
-	KProj nn.Layer `nn:"k_proj"`
-	VProj nn.Layer `nn:"v_proj"`
-	OProj nn.Layer `nn:"o_proj"`
+	QKVProj nn.Layer `nn:"qkv_proj"`
+	QProj   nn.Layer `nn:"q_proj"`
+	KProj   nn.Layer `nn:"k_proj"`
+	VProj   nn.Layer `nn:"v_proj"`
+	OProj   nn.Layer `nn:"o_proj"`
+	QNorm   nn.Layer `nn:"q_norm"`
+	KNorm   nn.Layer `nn:"k_norm"`
 }
 
-// MLP is LlamaMLP (SwiGLU).
+// MLP is LlamaMLP (SwiGLU; Phi3MLP with GateUpProj instead of GateProj and
+// UpProj). Absent layers are nil.
 type MLP struct {
-	GateProj nn.Layer `nn:"gate_proj"`
-	UpProj   nn.Layer `nn:"up_proj"`
-	DownProj nn.Layer `nn:"down_proj"`
+	GateUpProj nn.Layer `nn:"gate_up_proj"`
+	GateProj   nn.Layer `nn:"gate_proj"`
+	UpProj     nn.Layer `nn:"up_proj"`
+	DownProj   nn.Layer `nn:"down_proj"`
 }
 
 // TypeName prints HF's class names in the module tree.
@@ -80,8 +95,12 @@ func prefixOf(c *Config) string {
 	switch c.ModelType {
 	case "qwen2":
 		return "Qwen2"
+	case "qwen3":
+		return "Qwen3"
 	case "mistral":
 		return "Mistral"
+	case "phi3":
+		return "Phi3"
 	}
 	return "Llama"
 }
@@ -215,16 +234,21 @@ func build(s *tensor.Scope, cfg *Config, linear linearFn, embed embedFn) *Model 
 	oBias := cfg.AttentionBias && cfg.ModelType != "qwen2"
 	layers := make([]nn.Module, cfg.NumHiddenLayers)
 	for i := range layers {
+		attn := &Attention{OProj: linear(q, h, oBias)}
+		mlp := &MLP{DownProj: linear(cfg.IntermediateSize, h, false)}
+		if cfg.ModelType == "phi3" {
+			attn.QKVProj = linear(h, q+2*kv, qkvBias)
+			mlp.GateUpProj = linear(h, 2*cfg.IntermediateSize, false)
+		} else {
+			attn.QProj, attn.KProj, attn.VProj = linear(h, q, qkvBias), linear(h, kv, qkvBias), linear(h, kv, qkvBias)
+			mlp.GateProj, mlp.UpProj = linear(h, cfg.IntermediateSize, false), linear(h, cfg.IntermediateSize, false)
+		}
+		if cfg.ModelType == "qwen3" {
+			attn.QNorm, attn.KNorm = nn.NewRMSNorm(s, hd, cfg.RMSNormEps), nn.NewRMSNorm(s, hd, cfg.RMSNormEps)
+		}
 		layers[i] = &DecoderLayer{
-			SelfAttn: &Attention{
-				QProj: linear(h, q, qkvBias), KProj: linear(h, kv, qkvBias),
-				VProj: linear(h, kv, qkvBias), OProj: linear(q, h, oBias),
-			},
-			MLP: &MLP{
-				GateProj: linear(h, cfg.IntermediateSize, false),
-				UpProj:   linear(h, cfg.IntermediateSize, false),
-				DownProj: linear(cfg.IntermediateSize, h, false),
-			},
+			SelfAttn:               attn,
+			MLP:                    mlp,
 			InputLayernorm:         nn.NewRMSNorm(s, h, cfg.RMSNormEps),
 			PostAttentionLayernorm: nn.NewRMSNorm(s, h, cfg.RMSNormEps),
 		}
@@ -381,8 +405,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 
 // attentionMask builds HF's additive mask [B, 1, L, T] in the activations'
 // dtype dt: 0 where a query may attend, dt's lowest value where the key is
-// in the future or padding. It returns nil when nothing is masked (one new
-// token, no padding).
+// in the future or padding, or (Mistral, Phi-3 with sliding_window w) when
+// the query is w or more positions after it. It returns nil when nothing
+// is masked (one new token, no padding, inside the window).
 func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixLen int64, dt tensor.DType) *tensor.T {
 	T := past + L
 	var pad *tensor.T
@@ -401,13 +426,18 @@ func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixL
 			pad = s.View(s.EqScalar(am, 0), B, 1, 1, T)
 		}
 	}
-	if L == 1 && pad == nil {
+	w := m.Config.window()
+	windowed := w > 0 && T > w
+	if L == 1 && pad == nil && !windowed {
 		return nil
 	}
 	// key j is in the future of query i when j > past + i
 	keys := s.Unsqueeze(s.Arange(tensor.Int64, 0, T), 0)       // [1, T]
 	queries := s.Unsqueeze(s.Arange(tensor.Int64, past, T), 1) // [L, 1]
 	masked := s.Gt(keys, queries)                              // [L, T]
+	if windowed {                                              // queries - keys >= w, i.e. queries - w + 1 > keys
+		masked = s.LogicalOr(masked, s.Gt(s.AddScalar(queries, float64(1-w)), keys))
+	}
 	if pad != nil {
 		masked = s.LogicalOr(masked, pad) // [B, 1, L, T]
 	} else {
@@ -427,20 +457,42 @@ func (l *DecoderLayer) forward(s *tensor.Scope, cfg *Config, x, cos, sin, mask *
 	s.FreeSince(mark, x)
 	mark = s.Mark()
 	h = l.PostAttentionLayernorm.Forward(s, x)
-	mlp := l.MLP
-	g := s.Mul(s.Silu(mlp.GateProj.Forward(s, h)), mlp.UpProj.Forward(s, h))
-	y := s.Add(x, mlp.DownProj.Forward(s, g))
+	g := l.MLP.gated(s, h)
+	y := s.Add(x, l.MLP.DownProj.Forward(s, g))
 	s.FreeSince(mark, y)
 	return y
+}
+
+// gated is silu(gate) · up, from gate_proj and up_proj or from the halves
+// of Phi-3's gate_up_proj.
+func (mlp *MLP) gated(s *tensor.Scope, h *tensor.T) *tensor.T {
+	if mlp.GateUpProj != nil {
+		gu := mlp.GateUpProj.Forward(s, h)
+		n := gu.Size(-1) / 2
+		return s.Mul(s.Silu(s.Narrow(gu, -1, 0, n)), s.Narrow(gu, -1, n, n))
+	}
+	return s.Mul(s.Silu(mlp.GateProj.Forward(s, h)), mlp.UpProj.Forward(s, h))
 }
 
 func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
 	sh := h.Shape()
 	B, L := sh[0], sh[1]
 	H, KV, D := cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadSize()
-	q := s.Transpose(s.View(a.QProj.Forward(s, h), B, L, H, D), 1, 2)
-	k := s.Transpose(s.View(a.KProj.Forward(s, h), B, L, KV, D), 1, 2)
-	v := s.Transpose(s.View(a.VProj.Forward(s, h), B, L, KV, D), 1, 2)
+	var q, k, v *tensor.T
+	if a.QKVProj != nil { // Phi-3: one projection, [q; k; v] along the output
+		qkv := a.QKVProj.Forward(s, h)
+		q = s.Reshape(s.Narrow(qkv, -1, 0, H*D), B, L, H, D)
+		k = s.Reshape(s.Narrow(qkv, -1, H*D, KV*D), B, L, KV, D)
+		v = s.Reshape(s.Narrow(qkv, -1, (H+KV)*D, KV*D), B, L, KV, D)
+	} else {
+		q = s.View(a.QProj.Forward(s, h), B, L, H, D)
+		k = s.View(a.KProj.Forward(s, h), B, L, KV, D)
+		v = s.View(a.VProj.Forward(s, h), B, L, KV, D)
+	}
+	if a.QNorm != nil { // Qwen3: RMSNorm over each head's dimensions, before the rotation
+		q, k = a.QNorm.Forward(s, q), a.KNorm.Forward(s, k)
+	}
+	q, k, v = s.Transpose(q, 1, 2), s.Transpose(k, 1, 2), s.Transpose(v, 1, 2)
 	q = models.ApplyRotary(s, q, cos, sin)
 	k = models.ApplyRotary(s, k, cos, sin)
 	k, v = models.AttendKV(s, prefix, past, newKV, k, v) // prefix keys are never rotated
@@ -511,6 +563,7 @@ var _ models.CausalLM = (*Model)(nil)
 // adapter_config.json as base_model_name_or_path).
 func (m *Model) NameOrPath() string { return m.Path }
 
-// ModelType is config.json's model_type ("llama", "qwen2", "mistral"),
+// ModelType is config.json's model_type ("llama", "qwen2", "qwen3",
+// "mistral", "phi3"),
 // which PEFT uses to pick default target modules.
 func (m *Model) ModelType() string { return m.Config.ModelType }

@@ -72,3 +72,23 @@ func TestLlama3RopeMatchesHF(t *testing.T) {
 }
 
 func must(v []float32, _ []int64) []float32 { return v }
+
+// transformers 5 writes the rope block as rope_parameters, with rope_theta
+// inside; bad blocks fail naming the file and the field.
+func TestRopeParametersConfig(t *testing.T) {
+	cfg, err := ParseConfig("config.json", []byte(`{"model_type": "qwen3", "hidden_size": 32, "intermediate_size": 64,
+		"num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 16, "head_dim": 16,
+		"rope_parameters": {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0, "original_max_position_embeddings": 32}}`))
+	require.NoError(t, err)
+	require.Equal(t, 1e6, cfg.RopeTheta)
+	r, err := cfg.Rope()
+	require.NoError(t, err)
+	require.Equal(t, "yarn", r.Type)
+	_, att := r.Frequencies(1)
+	require.InDelta(t, 1.1386294361119891, att, 1e-12) // 0.1 ln 4 + 1
+
+	_, err = ParseConfig("dir/config.json", []byte(`{"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+		"num_attention_heads": 4, "vocab_size": 16, "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}`))
+	require.ErrorContains(t, err, "dir/config.json")
+	require.ErrorContains(t, err, `field "rope_scaling.low_freq_factor": missing`)
+}
