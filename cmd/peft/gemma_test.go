@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/safetensors"
 	"github.com/stretchr/testify/require"
 )
@@ -49,4 +50,14 @@ func TestLogitsCommandGemma(t *testing.T) {
 			got.Close()
 		}
 	}
+}
+
+// `peft estimate --measure` builds and trains a Gemma model of the config
+// (the shape's family "gemma": gemma2, gemma3_text).
+func TestMeasurePeakGemma(t *testing.T) {
+	path := filepath.Join("..", "..", "testdata", "ref", "gemma3-tiny", "config.json")
+	shape := &peft.ModelShape{Family: "gemma", ModelType: "gemma3_text", Vocab: 96}
+	peak, err := measurePeak(path, shape, "lora", peft.MemoryOptions{R: 4, Batch: 1, Seq: 16})
+	require.NoError(t, err)
+	require.Positive(t, peak)
 }
