@@ -35,7 +35,8 @@ import (
 	"github.com/gopeft/peft/tensor"
 )
 
-// Model is Gemma2ForCausalLM or Gemma3ForCausalLM.
+// Model is Gemma2ForCausalLM or Gemma3ForCausalLM. Concurrent forwards are
+// safe while nothing mutates the model (loading adapters, merging, Free).
 type Model struct {
 	Model  *Decoder `nn:"model"`
 	LMHead nn.Layer `nn:"lm_head"`
@@ -54,7 +55,8 @@ type Model struct {
 	device       tensor.Device
 }
 
-// Decoder is Gemma2Model / Gemma3TextModel.
+// Decoder is Gemma2Model / Gemma3TextModel. The module types below are
+// parts of a Model and share its concurrency rule.
 type Decoder struct {
 	EmbedTokens nn.Layer       `nn:"embed_tokens"`
 	Layers      *nn.ModuleList `nn:"layers"`
@@ -94,7 +96,7 @@ type MLP struct {
 
 // RMSNorm is Gemma's RMS normalisation: x / sqrt(mean(x²) + eps) · (1 +
 // weight), computed in float32 and cast back to x's dtype (a zero weight is
-// the identity scale).
+// the identity scale). Its Forward is safe for concurrent use.
 type RMSNorm struct {
 	Weight *nn.Param `nn:"weight"`
 	Eps    float64
@@ -102,7 +104,8 @@ type RMSNorm struct {
 }
 
 // ScaledEmbedding is Gemma3TextScaledWordEmbedding: an embedding whose rows
-// are multiplied by Scale (√hidden_size) rounded to the weight's dtype.
+// are multiplied by Scale (√hidden_size) rounded to the weight's dtype. Its
+// Forward is safe for concurrent use.
 type ScaledEmbedding struct {
 	Weight *nn.Param `nn:"weight"`
 	Scale  float64
