@@ -48,8 +48,8 @@ type Config struct {
 	// Gemma 3 only: the rope base of the local layers (global layers use
 	// RopeTheta and RopeScaling).
 	RopeLocalBaseFreq float64 `json:"rope_local_base_freq,omitempty"`
-	// RopeScaling is the global layers' rope scaling (Gemma 3; only
-	// rope_type "linear" and none are supported).
+	// RopeScaling is the global layers' rope scaling (any rope_type that
+	// models.ParseRope reads; Gemma 3's 4B and larger use "linear").
 	RopeScaling map[string]any `json:"rope_scaling,omitempty"`
 	BosTokenID  *int64         `json:"bos_token_id,omitempty"`
 	EosTokenID  any            `json:"eos_token_id,omitempty"`
@@ -192,6 +192,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxPositionEmbeddings == 0 {
 		c.MaxPositionEmbeddings = 8192
+		if c.ModelType == "gemma3_text" {
+			c.MaxPositionEmbeddings = 131072
+		}
 	}
 	if c.HiddenActivation == "" {
 		c.HiddenActivation = "gelu_pytorch_tanh"
@@ -276,33 +279,31 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("field \"layer_types\"[%d]: %q is not %q or %q", i, t, SlidingAttention, FullAttention)
 		}
 	}
-	if _, err := c.ropeFactor(); err != nil {
+	if _, _, err := c.Ropes(); err != nil {
 		return err
 	}
 	return nil
 }
 
-// ropeFactor is the global layers' linear rope scaling factor (1 without
-// scaling).
-func (c *Config) ropeFactor() (float64, error) {
-	if len(c.RopeScaling) == 0 {
-		return 1, nil
-	}
-	rt, _ := c.RopeScaling["rope_type"].(string)
-	if rt == "" {
-		rt, _ = c.RopeScaling["type"].(string)
-	}
-	switch rt {
-	case "default", "":
-		return 1, nil
-	case "linear":
-		f, _ := c.RopeScaling["factor"].(float64)
-		if err := models.CheckPositive("rope_scaling.factor", f); err != nil {
-			return 0, err
+// Ropes returns the rotary embeddings of the global layers (rope_theta
+// with rope_scaling, any rope_type of models.RopeTypes) and of the local
+// ones (Gemma 3: rope_local_base_freq, unscaled; Gemma 2: the global one).
+func (c *Config) Ropes() (global, local *models.Rope, err error) {
+	if len(c.RopeScaling) > 0 {
+		global, err = models.ParseRopeBlock("rope_scaling", c.RopeScaling, c.Raw, c.RopeTheta, c.HeadDim, c.MaxPositionEmbeddings)
+		if err != nil {
+			return nil, nil, err
 		}
-		return f, nil
+	} else {
+		global = models.NewRope(c.RopeTheta, c.HeadDim)
+		global.MaxPositions = c.MaxPositionEmbeddings
 	}
-	return 0, fmt.Errorf("field \"rope_scaling\": rope_type %q is not supported for %s (only \"linear\")", rt, c.ModelType)
+	local = global
+	if c.ModelType == "gemma3_text" {
+		local = models.NewRope(c.RopeLocalBaseFreq, c.HeadDim)
+		local.MaxPositions = c.MaxPositionEmbeddings
+	}
+	return global, local, nil
 }
 
 // JSON renders the config for config.json: the fields read (Raw) updated

@@ -47,12 +47,11 @@ type Model struct {
 	// GenerationConfig is generation_config.json as read (nil if absent).
 	GenerationConfig []byte
 
-	invFreq      *tensor.T // global layers' rotary inverse frequencies [head_dim/2], float32
-	invFreqLocal *tensor.T // local layers' (Gemma 3; nil for Gemma 2: same as invFreq)
-	act          models.ActFn
-	weights      models.Weights
-	dtype        tensor.DType
-	device       tensor.Device
+	rope, ropeLocal *models.Rope // global and local layers' rotary embeddings (the same for Gemma 2)
+	act             models.ActFn
+	weights         models.Weights
+	dtype           tensor.DType
+	device          tensor.Device
 }
 
 // Decoder is Gemma2Model / Gemma3TextModel. The module types below are
@@ -317,9 +316,9 @@ func build(s *tensor.Scope, cfg *Config, linear linearFn, embed func(n, d int64)
 	return m
 }
 
-// init computes the rotary inverse frequencies (1 / base^(2i/d) in
-// float32, divided by the linear rope factor on Gemma 3's global layers)
-// and resolves the activation.
+// init reads the rotary embeddings (models.Rope: rope_theta and
+// rope_scaling on the global layers, Gemma 3's rope_local_base_freq on the
+// local ones) and resolves the activation.
 func (m *Model) init() error {
 	cfg := m.Config
 	act, ok := models.Activation(cfg.HiddenActivation)
@@ -327,33 +326,12 @@ func (m *Model) init() error {
 		return fmt.Errorf("gemma: hidden_activation %q is not supported", cfg.HiddenActivation)
 	}
 	m.act = act
-	factor, err := cfg.ropeFactor()
+	global, local, err := cfg.Ropes()
 	if err != nil {
 		return fmt.Errorf("gemma: %w", err)
 	}
-	s := tensor.NewScope()
-	defer s.Close()
-	s.SetDevice(m.device)
-	m.invFreq = s.Keep(invFreq(s, cfg.RopeTheta, cfg.HeadDim, factor))
-	if cfg.ModelType == "gemma3_text" {
-		m.invFreqLocal = s.Keep(invFreq(s, cfg.RopeLocalBaseFreq, cfg.HeadDim, 1))
-	}
-	return s.Err()
-}
-
-// invFreq is transformers' default rope: 1 / base^(arange(0, d, 2) / d) in
-// float32, then divided by factor (linear scaling).
-func invFreq(s *tensor.Scope, base float64, d int64, factor float64) *tensor.T {
-	inv := make([]float32, d/2)
-	for i := range inv {
-		exp := float32(2*i) / float32(d)
-		v := float32(1 / math.Pow(base, float64(exp)))
-		if factor != 1 {
-			v /= float32(factor)
-		}
-		inv[i] = v
-	}
-	return s.FromFloat32(inv, int64(len(inv)))
+	m.rope, m.ropeLocal = global, local
+	return nil
 }
 
 // DType is the dtype of the model's floating-point weights as loaded.
@@ -371,8 +349,6 @@ func (m *Model) Device() tensor.Device { return m.device }
 // checkpoint its frozen weights viewed.
 func (m *Model) Free() {
 	nn.FreeParams(m)
-	m.invFreq.Free()
-	m.invFreqLocal.Free()
 	m.weights.Release()
 }
 
@@ -439,10 +415,10 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 		return &models.Output{Logits: s.Failf("position_ids: shape %v, want [%d, %d]", ps, B, L)}
 	}
 	dt := x.DType()
-	global := rotary(s, pos, m.invFreq, dt)
+	global := rotary(s, pos, m.rope, dt)
 	local := global
-	if m.invFreqLocal != nil {
-		local = rotary(s, pos, m.invFreqLocal, dt)
+	if m.ropeLocal != m.rope {
+		local = rotary(s, pos, m.ropeLocal, dt)
 	}
 	fullMask, slidingMask := m.attentionMasks(s, b.AttentionMask, B, L, past, prefixLen, dt)
 	if s.Err() != nil {
@@ -519,13 +495,10 @@ func softcap(s *tensor.Scope, x *tensor.T, c float64) *tensor.T {
 // rope is one layer type's rotary cos and sin [B|1, 1, L, head_dim].
 type rope struct{ cos, sin *tensor.T }
 
-// rotary computes cos and sin in float32 for position ids [B|1, L] and
-// casts them to the activations' dtype dt.
-func rotary(s *tensor.Scope, pos, inv *tensor.T, dt tensor.DType) rope {
-	p := s.Unsqueeze(s.To(pos, tensor.Float32), -1) // [B, L, 1]
-	freqs := s.Mul(p, inv)                          // [B, L, d/2]
-	emb := s.Unsqueeze(s.Cat(-1, freqs, freqs), 1)  // [B, 1, L, d]
-	cos, sin := s.Cos(emb), s.Sin(emb)
+// rotary computes cos and sin in float32 (models.Rope) for position ids
+// [B|1, L] and casts them to the activations' dtype dt.
+func rotary(s *tensor.Scope, pos *tensor.T, r *models.Rope, dt tensor.DType) rope {
+	cos, sin := r.CosSin(s, pos)
 	if dt != tensor.Float32 {
 		cos, sin = s.To(cos, dt), s.To(sin, dt)
 	}
@@ -610,8 +583,8 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h *tensor.T, rot rope,
 	if a.KNorm != nil {
 		k = a.KNorm.Forward(s, k)
 	}
-	q = applyRotary(s, q, rot.cos, rot.sin)
-	k = applyRotary(s, k, rot.cos, rot.sin)
+	q = models.ApplyRotary(s, q, rot.cos, rot.sin)
+	k = models.ApplyRotary(s, k, rot.cos, rot.sin)
 	k, v = models.AttendKV(s, prefix, past, newKV, k, v) // prefix keys are never rotated
 	if s.Err() != nil {
 		return nil
@@ -638,18 +611,6 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h *tensor.T, rot rope,
 	s.FreeSince(mark, p)
 	o := s.Reshape(s.Transpose(s.Matmul(p, v), 1, 2), B, L, H*D)
 	return a.OProj.Forward(s, o)
-}
-
-// applyRotary is x·cos + rotate_half(x)·sin, rotate_half(x) = [-x₂, x₁].
-func applyRotary(s *tensor.Scope, x, cos, sin *tensor.T) *tensor.T {
-	if x == nil {
-		return nil
-	}
-	d := x.Size(-1)
-	x1 := s.Narrow(x, -1, 0, d/2)
-	x2 := s.Narrow(x, -1, d/2, d-d/2)
-	rot := s.Cat(-1, s.Neg(x2), x1)
-	return s.Add(s.Mul(x, cos), s.Mul(rot, sin))
 }
 
 // Save writes the model as a HF folder that transformers can load:

@@ -68,7 +68,7 @@ func TestConfigDefaults(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	base := `"model_type": "gemma3_text", "hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": 10, "head_dim": 4`
 	for _, c := range []struct{ extra, want string }{
-		{`, "rope_scaling": {"rope_type": "yarn", "factor": 4}`, `"rope_scaling"`},
+		{`, "rope_scaling": {"rope_type": "ntk-by-parts", "factor": 4}`, `"rope_scaling.rope_type"`},
 		{`, "rope_scaling": {"rope_type": "linear", "factor": -1}`, `rope_scaling.factor`},
 		{`, "layer_types": ["sliding_attention"]`, `"layer_types" has 1 entries`},
 		{`, "layer_types": ["sliding_attention", "chunked"]`, `"layer_types"[1]`},
