@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/gemma"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/tensor"
@@ -22,11 +25,12 @@ import (
 )
 
 // The scale cases run on a HF folder given with -model (bench/mkmodel's
-// random-weight Qwen2.5-0.5B and Llama-2-7B), loaded with -dtype, next to
+// random-weight Qwen2.5-0.5B, Llama-2-7B and Gemma-3-1B; the family comes
+// from config.json's model_type), loaded with -dtype, next to
 // bench/reference_scale.py, which runs the same workloads on the same
 // folder with the same token ids:
 //
-//	load             wall time of llama.Load; RSS, RssAnon and RssFile after it
+//	load             wall time of llama.Load (gemma.Load); RSS, RssAnon and RssFile after it
 //	generate-b1      greedy decoding, batch 1, prompt 32, 32 new tokens, 1 warm-up + 2 runs
 //	generate-b4      the same at batch 4 (4 × 32 prompt)
 //	train-lora-ckpt  LoRA r 8, alpha 16 on q_proj,v_proj (Phi-3: qkv_proj) (float32 adapters), AdamW lr 1e-4,
@@ -80,6 +84,33 @@ func snap() memSnap { return memSnap{memstat.RSS(), memstat.RSSAnon(), memstat.R
 
 func mib(b int64) float64 { return round1(float64(b) / (1 << 20)) }
 
+// scaleModel is what the scale cases use of a loaded family.
+type scaleModel interface {
+	models.CausalLM
+	models.Sized
+	Free()
+	DType() tensor.DType
+	ModelType() string
+}
+
+// loadScaleModel loads the folder with the family its model_type names.
+func loadScaleModel(dir string, opts ...models.LoadOption) (scaleModel, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var head struct {
+		ModelType string `json:"model_type"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, fmt.Errorf("%s/config.json: %w", dir, err)
+	}
+	if head.ModelType == "gemma2" || head.ModelType == "gemma3_text" {
+		return gemma.Load(dir, opts...)
+	}
+	return llama.Load(dir, opts...)
+}
+
 func runScaleCase(o options) (map[string]any, error) {
 	if !slices.Contains(scaleCases, o.caseName) {
 		return nil, fmt.Errorf("with -model the cases are %v", scaleCases)
@@ -87,7 +118,7 @@ func runScaleCase(o options) (map[string]any, error) {
 	probeBefore := probeGflops(200 * time.Millisecond)
 	before := snap()
 	t0 := time.Now()
-	m, err := llama.Load(o.model, models.WithDType(o.dtype))
+	m, err := loadScaleModel(o.model, models.WithDType(o.dtype))
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +135,7 @@ func runScaleCase(o options) (map[string]any, error) {
 	}
 	res := map[string]any{
 		"case": o.caseName, "impl": "go", "model": filepath.Base(filepath.Clean(o.model)),
-		"model_type": m.Config.ModelType, "dtype": m.DType().String(), "load_s": round3(loadS),
+		"model_type": m.ModelType(), "dtype": m.DType().String(), "load_s": round3(loadS),
 		"param_bytes": paramBytes, "trainable": 0,
 	}
 	batch := 1
@@ -154,8 +185,19 @@ func runScaleCase(o options) (map[string]any, error) {
 // bytesPerStep is what one decode step of m reads at batch rows: every
 // parameter once, the lm_head in full (also when it is the tied
 // embedding) and one embedding row per sequence.
-func bytesPerStep(m *llama.Model, batch int) int64 {
-	emb := m.Model.EmbedTokens.(*nn.Embedding).Weight
+func bytesPerStep(m scaleModel, batch int) int64 {
+	var emb *nn.Param
+	for _, np := range nn.NamedParams(m) {
+		if np.Name == "model.embed_tokens.weight" {
+			emb = np.Param
+		}
+	}
+	tied := false
+	if head, err := nn.Get(m, "lm_head"); err == nil {
+		if lin, ok := head.(*nn.Linear); ok {
+			tied = lin.Weight == emb
+		}
+	}
 	var total int64
 	for _, np := range nn.NamedParams(m) {
 		if np.Param == emb {
@@ -164,7 +206,7 @@ func bytesPerStep(m *llama.Model, batch int) int64 {
 		total += np.Param.Numel() * int64(np.Param.DType().Size())
 	}
 	size := int64(emb.DType().Size())
-	if m.Config.TieWordEmbeddings {
+	if tied {
 		total += emb.Numel() * size
 	}
 	return total + int64(batch)*emb.Shape()[1]*size
@@ -172,11 +214,11 @@ func bytesPerStep(m *llama.Model, batch int) int64 {
 
 // scaleGenerate times greedy decoding: run 0 is a warm-up (its first token
 // gives ttft_s), then o.runs timed runs.
-func scaleGenerate(m *llama.Model, o options, batch int, res map[string]any) error {
+func scaleGenerate(m scaleModel, o options, batch int, res map[string]any) error {
 	cfg := generate.DefaultGenerationConfig()
 	cfg.MaxNewTokens = o.newTokens
 	cfg.EOSTokenID = nil // every run decodes all the new tokens
-	vocab := m.Config.VocabSize
+	vocab := m.Dims().VocabSize
 	var times, decode []float64
 	var ttft float64
 	var toks []int64
@@ -237,12 +279,12 @@ func scaleGenerate(m *llama.Model, o options, batch int, res map[string]any) err
 // scaleTrain times LoRA training steps with activation checkpointing, as
 // train.Trainer runs them: forward with labels, the checkpoint's
 // backward, AdamW step, gradients zeroed.
-func scaleTrain(m *llama.Model, o options, res map[string]any) error {
+func scaleTrain(m scaleModel, o options, res map[string]any) error {
 	if o.lossChunk > 0 {
 		models.LossChunkBytes = o.lossChunk << 20
 	}
 	targets := []string{"q_proj", "v_proj"}
-	if m.Config.ModelType == "phi3" { // fused: PEFT has no default for Phi-3
+	if m.ModelType() == "phi3" { // fused: PEFT has no default for Phi-3
 		targets = []string{"qkv_proj"}
 	}
 	pm, err := lora.Wrap(m, loraConfig(targets))
@@ -257,7 +299,7 @@ func scaleTrain(m *llama.Model, o options, res map[string]any) error {
 	var times, cpus, losses []float64
 	for step := 0; step < o.warmup+o.steps; step++ {
 		cpu0 := cpuSeconds()
-		dt, loss, err := ckptStep(pm, opt, o, step, m.Config.VocabSize)
+		dt, loss, err := ckptStep(pm, opt, o, step, m.Dims().VocabSize)
 		if err != nil {
 			return err
 		}
@@ -291,7 +333,7 @@ func scaleTrain(m *llama.Model, o options, res map[string]any) error {
 	res["checkpointing"] = true
 	res["fused_loss"] = o.fusedLoss
 	if o.fusedLoss {
-		res["loss_chunk_rows"] = max(16, models.LossChunkBytes/(8*m.Config.VocabSize))
+		res["loss_chunk_rows"] = max(16, models.LossChunkBytes/(8*m.Dims().VocabSize))
 	}
 	return nil
 }

@@ -32,6 +32,7 @@ func Wrap(base models.CausalLM, cfg *Config) (*peft.Model, error) {
 var DefaultTargets = map[string][]string{
 	"llama": {"q_proj", "v_proj"}, "mistral": {"q_proj", "v_proj"}, "qwen2": {"q_proj", "v_proj"}, "qwen3": {"q_proj", "v_proj"},
 	"gpt2": {"c_attn"}, "bloom": {"query_key_value"}, "bert": {"query", "value"},
+	"gemma": {"q_proj", "v_proj"}, "gemma2": {"q_proj", "v_proj"}, "gemma3_text": {"q_proj", "v_proj"},
 }
 
 // Inject adds adapter name to a module tree outside a peft.Model (what

@@ -65,7 +65,53 @@ var configs = map[string]func() map[string]any{
 			"vocab_size":              32000,
 		}
 	},
-	// Small folders of the same two layouts, for tests and quick checks.
+	// google/gemma-3-1b-it (also testdata/ref/gemma-3-1b/config.json): 26
+	// layers, every sixth global, tied embeddings by default
+	"gemma-3-1b": func() map[string]any {
+		return map[string]any{
+			"architectures":           []string{"Gemma3ForCausalLM"},
+			"attention_bias":          false,
+			"attention_dropout":       0.0,
+			"attn_logit_softcapping":  nil,
+			"bos_token_id":            2,
+			"cache_implementation":    "hybrid",
+			"eos_token_id":            []int{1, 106},
+			"final_logit_softcapping": nil,
+			"head_dim":                256,
+			"hidden_activation":       "gelu_pytorch_tanh",
+			"hidden_size":             1152,
+			"initializer_range":       0.02,
+			"intermediate_size":       6912,
+			"max_position_embeddings": 32768,
+			"model_type":              "gemma3_text",
+			"num_attention_heads":     4,
+			"num_hidden_layers":       26,
+			"num_key_value_heads":     1,
+			"pad_token_id":            0,
+			"query_pre_attn_scalar":   256,
+			"rms_norm_eps":            1e-06,
+			"rope_local_base_freq":    10000,
+			"rope_scaling":            nil,
+			"rope_theta":              1000000,
+			"sliding_window":          512,
+			"sliding_window_pattern":  6,
+			"torch_dtype":             "bfloat16",
+			"transformers_version":    "4.50.0.dev0",
+			"use_cache":               true,
+			"vocab_size":              262144,
+		}
+	},
+	// Small folders of the same layouts, for tests and quick checks.
+	"tiny-gemma3": func() map[string]any {
+		return map[string]any{
+			"architectures": []string{"Gemma3ForCausalLM"}, "model_type": "gemma3_text",
+			"bos_token_id": 2, "eos_token_id": 1, "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 64,
+			"head_dim": 16, "initializer_range": 0.02, "intermediate_size": 128, "max_position_embeddings": 1024,
+			"num_attention_heads": 4, "num_hidden_layers": 6, "num_key_value_heads": 1, "query_pre_attn_scalar": 16,
+			"rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "sliding_window": 8,
+			"sliding_window_pattern": 6, "torch_dtype": "bfloat16", "vocab_size": 512,
+		}
+	},
 	"tiny-qwen2": func() map[string]any {
 		return map[string]any{
 			"architectures": []string{"Qwen2ForCausalLM"}, "model_type": "qwen2",
@@ -90,7 +136,7 @@ var configs = map[string]func() map[string]any{
 
 // ConfigNames lists the built-in configs.
 func ConfigNames() []string {
-	return []string{"qwen2.5-0.5b", "llama-2-7b", "tiny-qwen2", "tiny-llama"}
+	return []string{"qwen2.5-0.5b", "llama-2-7b", "gemma-3-1b", "tiny-qwen2", "tiny-llama", "tiny-gemma3"}
 }
 
 // LookupConfig returns a built-in config by name, or reads a config.json

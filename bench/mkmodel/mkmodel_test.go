@@ -18,6 +18,7 @@ import (
 	"github.com/gopeft/peft/generate"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/gemma"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/safetensors"
@@ -163,6 +164,27 @@ func TestSingleFileLlama(t *testing.T) {
 	cfg, err := llama.LoadConfig(dir)
 	require.NoError(t, err)
 	require.Equal(t, "bfloat16", cfg.Raw["torch_dtype"])
+}
+
+// A Gemma 3 folder: zero norms (Gemma scales by 1 + weight), q_norm and
+// k_norm, four norms per layer, tied by default; models/gemma loads it.
+func TestGemma3(t *testing.T) {
+	dir, _ := tiny(t, "tiny-gemma3", 0, 1, 2)
+	set, err := safetensors.OpenDir(dir)
+	require.NoError(t, err)
+	defer set.Close()
+	_, _, ok := set.Info("lm_head.weight")
+	require.False(t, ok)
+	for _, k := range []string{"model.layers.5.self_attn.q_norm.weight", "model.layers.0.post_feedforward_layernorm.weight", "model.norm.weight"} {
+		b, err := set.Data(k)
+		require.NoError(t, err, k)
+		require.Equal(t, make([]byte, len(b)), b, k)
+	}
+	m, err := gemma.Load(dir)
+	require.NoError(t, err)
+	defer m.Free()
+	require.Equal(t, gemma.FullAttention, m.Config.LayerTypes[5])
+	require.Same(t, m.Model.EmbedTokens.(*gemma.ScaledEmbedding).Weight, m.LMHead.(*nn.Linear).Weight)
 }
 
 // The files depend on the seed only, not on the number of goroutines, and

@@ -38,6 +38,7 @@ type initKind int
 const (
 	normal initKind = iota // N(0, initializer_range)
 	ones                   // RMSNorm weights
+	zeros                  // Gemma's RMSNorm weights (the norm scales by 1 + weight)
 )
 
 // spec is one tensor of the checkpoint.
@@ -117,6 +118,15 @@ func Specs(cfg map[string]any) ([]spec, error) {
 		qkvBias, oBias = true, false
 	}
 	tied, _ := cfg["tie_word_embeddings"].(bool)
+	mt, _ := cfg["model_type"].(string)
+	gemma := mt == "gemma2" || mt == "gemma3_text"
+	norm := ones
+	if gemma {
+		norm = zeros
+		if _, ok := cfg["tie_word_embeddings"]; !ok {
+			tied = true // Gemma's default
+		}
+	}
 
 	q, kv := heads*hd, kvHeads*hd
 	out := []spec{{"model.embed_tokens.weight", []int64{vocab, h}, normal}}
@@ -138,18 +148,22 @@ func Specs(cfg map[string]any) ([]spec, error) {
 			lin("self_attn.k_proj", kv, h, qkvBias)
 			lin("self_attn.v_proj", kv, h, qkvBias)
 			lin("self_attn.o_proj", h, q, oBias)
-			if cfg["model_type"] == "qwen3" { // per-head query/key RMSNorms
-				out = append(out, spec{p + "self_attn.q_norm.weight", []int64{hd}, ones},
-					spec{p + "self_attn.k_norm.weight", []int64{hd}, ones})
+			if mt == "qwen3" || mt == "gemma3_text" { // per-head query/key RMSNorms
+				out = append(out, spec{p + "self_attn.q_norm.weight", []int64{hd}, norm},
+					spec{p + "self_attn.k_norm.weight", []int64{hd}, norm})
 			}
 			lin("mlp.gate_proj", inter, h, false)
 			lin("mlp.up_proj", inter, h, false)
 			lin("mlp.down_proj", h, inter, false)
 		}
-		out = append(out, spec{p + "input_layernorm.weight", []int64{h}, ones},
-			spec{p + "post_attention_layernorm.weight", []int64{h}, ones})
+		out = append(out, spec{p + "input_layernorm.weight", []int64{h}, norm},
+			spec{p + "post_attention_layernorm.weight", []int64{h}, norm})
+		if gemma {
+			out = append(out, spec{p + "pre_feedforward_layernorm.weight", []int64{h}, norm},
+				spec{p + "post_feedforward_layernorm.weight", []int64{h}, norm})
+		}
 	}
-	out = append(out, spec{"model.norm.weight", []int64{h}, ones})
+	out = append(out, spec{"model.norm.weight", []int64{h}, norm})
 	if !tied {
 		out = append(out, spec{"lm_head.weight", []int64{vocab, h}, normal})
 	}
@@ -221,6 +235,7 @@ func (g *generator) fill(j job) []byte {
 		for i := int64(0); i < j.n; i++ {
 			g.put(buf, i, 1)
 		}
+	case zeros: // make's bytes are zeros already
 	default:
 		h := fnv.New64a()
 		h.Write([]byte(j.t.name))

@@ -15,6 +15,7 @@ import (
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
+	"github.com/gopeft/peft/models/gemma"
 	"github.com/gopeft/peft/models/gpt2"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/peft"
@@ -165,6 +166,16 @@ func measurePeak(path string, shape *peft.ModelShape, method string, o peft.Memo
 			return 0, err
 		}
 		gm, err := gpt2.New(cfg, 1)
+		if err != nil {
+			return 0, err
+		}
+		m, base = gm, gm
+	case "gemma":
+		cfg, err := gemma.ParseConfig(path, raw)
+		if err != nil {
+			return 0, err
+		}
+		gm, err := gemma.New(cfg, 1)
 		if err != nil {
 			return 0, err
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bert"
 	"github.com/gopeft/peft/models/bloom"
+	"github.com/gopeft/peft/models/gemma"
 	"github.com/gopeft/peft/models/gpt2"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
@@ -358,6 +359,8 @@ func loadModel(dir string, lopts ...models.LoadOption) (models.CausalLM, error) 
 		return gpt2.Load(dir, lopts...)
 	case "bert": // the class config.json's architectures names; SEQ_CLS logits are [B, num_labels]
 		return bert.Load(dir, lopts...)
+	case "gemma2", "gemma3_text":
+		return gemma.Load(dir, lopts...)
 	}
-	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, qwen3, mistral, phi3, bloom, gpt2, bert)", path, head.ModelType)
+	return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, qwen2, qwen3, mistral, phi3, bloom, gpt2, bert, gemma2, gemma3_text)", path, head.ModelType)
 }
