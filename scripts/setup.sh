@@ -25,12 +25,13 @@ else
   torch_inc=/usr/include
   torch_lib=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
   if [ ! -f "$torch_inc/torch/csrc/api/include/torch/torch.h" ] || [ ! -e "$torch_lib/libtorch.so" ] ||
-     ! dpkg-query -W -f '${Status}' libopenblas0-openmp 2>/dev/null | grep -q "install ok installed"; then
+     ! dpkg-query -W -f '${Status}' libopenblas0-openmp 2>/dev/null | grep -q "install ok installed" ||
+     [ ! -f /usr/include/gloo/algorithm.h ]; then  # libgloo-dev: c10d's Gloo headers for dist/
     command -v apt-get >/dev/null || die "no libtorch found: install libtorch (Debian: libtorch-dev) or set LIBTORCH"
-    say "installing libtorch-dev and libopenblas0-openmp with apt-get"
+    say "installing libtorch-dev, libgloo-dev and libopenblas0-openmp with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq libtorch-dev libopenblas0-openmp >/dev/null
+    apt-get install -y -qq libtorch-dev libgloo-dev libopenblas0-openmp >/dev/null
   fi
   torch_version=$(dpkg-query -W -f '${Version}' libtorch-dev 2>/dev/null | cut -d+ -f1 || true)
   system_torch=1
