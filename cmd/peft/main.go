@@ -88,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return tokenize(args[1:], stdout, os.Stdin, stderr)
 	case "estimate":
 		return estimate(args[1:], stdout, stderr)
+	case "train":
+		return trainCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
