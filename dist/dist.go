@@ -104,6 +104,7 @@ type Group struct {
 	c       *C.gp_group
 	env     Env
 	backend Backend
+	device  tensor.Device
 	timeout time.Duration
 	broken  error
 }
@@ -184,7 +185,7 @@ func Init(env Env, opts Options) (*Group, error) {
 	if c == nil {
 		return nil, fmt.Errorf("dist: rank %d of %d: joining the %s group at %s:%d: %s", env.Rank, env.WorldSize, backend, env.MasterAddr, env.MasterPort, takeErr(cerr))
 	}
-	g := &Group{c: c, env: env, backend: backend, timeout: timeout}
+	g := &Group{c: c, env: env, backend: backend, device: opts.Device, timeout: timeout}
 	runtime.SetFinalizer(g, func(g *Group) { g.Close() })
 	return g, nil
 }
@@ -330,14 +331,15 @@ func (g *Group) Barrier() error {
 }
 
 // AllReduceFloat64s all-reduces a few numbers (metrics, counts) and
-// returns the result; it allocates a CPU float64 tensor, so it needs a
-// backend that reduces CPU tensors (Gloo).
+// returns the result, through a float64 tensor on the group's device
+// (Options.Device).
 func (g *Group) AllReduceFloat64s(op ReduceOp, vals ...float64) ([]float64, error) {
 	if len(vals) == 0 {
 		return nil, nil
 	}
 	s := tensor.NoGradScope()
 	defer s.Close()
+	s.SetDevice(g.device)
 	in := append([]float64(nil), vals...)
 	t := s.FromBytes(tensor.Float64, []int64{int64(len(in))}, unsafe.Slice((*byte)(unsafe.Pointer(&in[0])), 8*len(in)))
 	if err := s.Err(); err != nil {
@@ -345,6 +347,9 @@ func (g *Group) AllReduceFloat64s(op ReduceOp, vals ...float64) ([]float64, erro
 	}
 	if err := g.AllReduce(op, t); err != nil {
 		return nil, err
+	}
+	if g.device.IsCUDA() {
+		t = s.ToDevice(t, tensor.CPU)
 	}
 	b := s.Bytes(t)
 	if err := s.Err(); err != nil {
@@ -356,14 +361,20 @@ func (g *Group) AllReduceFloat64s(op ReduceOp, vals ...float64) ([]float64, erro
 }
 
 // Close leaves the group: it releases the backend and the store (rank 0's
-// TCPStore server stops). Safe to call twice.
+// TCPStore server stops). Closing the Default group makes the next
+// Default call join a new one. Safe to call twice.
 func (g *Group) Close() error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.c != nil {
 		C.gp_free(g.c)
 		g.c = nil
 	}
+	g.mu.Unlock()
+	def.Lock()
+	if def.g == g {
+		def.g = nil
+	}
+	def.Unlock()
 	return nil
 }
 

@@ -168,6 +168,7 @@ func peerKilledChild(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(disttest.Dir(), "rank0-error"), []byte(err.Error()), 0o644))
 	err = g.Barrier()
 	require.ErrorIs(t, err, ErrBroken)
+	require.NoError(t, g.Close()) // leaving a failed group returns
 }
 
 // Rank 0 alone in a world of 2: the rendezvous gives up after the timeout
