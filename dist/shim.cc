@@ -148,6 +148,10 @@ gp_group *gp_init(const gp_init_opts *o, char **err) {
       g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, o->rank, o->world, opts);
     } else {
 #ifdef GOPEFT_NCCL
+      // blocking wait: a failed or timed-out collective throws in wait()
+      // (returned as an error) instead of NCCL's asynchronous handling,
+      // which tears the process down
+      if (!std::getenv("NCCL_BLOCKING_WAIT")) setenv("NCCL_BLOCKING_WAIT", "1", 0);
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = timeout;
       g->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, o->rank, o->world, opts);
