@@ -138,43 +138,78 @@ func (t *Trainer) agree(what string, local error) error {
 }
 
 // reduceStep combines the ranks' step results: it returns the global
-// token-weighted loss and the tokens, or an error on every rank when one
-// failed (its own error on the failing rank).
-func (t *Trainer) reduceStep(sum float64, tokens, targets int, local error) (float64, int, error) {
+// token-weighted loss and the tokens, and which parameters have a gradient
+// on some rank; or an error on every rank when one failed (its own error
+// on the failing rank).
+func (t *Trainer) reduceStep(sum float64, tokens, targets int, local error) (float64, int, []bool, error) {
 	if t.dist == nil {
 		if local != nil {
-			return 0, 0, local
+			return 0, 0, nil, local
 		}
-		return sum / float64(targets), tokens, nil
+		return sum / float64(targets), tokens, nil, nil
 	}
-	failed := 0.0
+	vals := make([]float64, 3+len(t.params))
 	if local != nil {
-		failed, sum = 1, 0
+		vals[2] = 1
+	} else {
+		vals[0], vals[1] = sum, float64(tokens)
+		has, err := hasGrads(t.params)
+		if err != nil {
+			vals[2], local = 1, err
+		}
+		for i, h := range has {
+			if h {
+				vals[3+i] = 1
+			}
+		}
 	}
-	got, err := t.dist.AllReduceFloat64s(dist.Sum, sum, float64(tokens), failed)
+	got, err := t.dist.AllReduceFloat64s(dist.Sum, vals...)
 	switch {
 	case local != nil:
-		return 0, 0, local
+		return 0, 0, nil, local
 	case err != nil:
-		return 0, 0, err
+		return 0, 0, nil, err
 	case got[2] > 0:
-		return 0, 0, fmt.Errorf("another rank failed (%v of %d; see its error)", got[2], t.world())
+		return 0, 0, nil, fmt.Errorf("another rank failed (%v of %d; see its error)", got[2], t.world())
 	}
 	loss := got[0] / float64(targets)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
-		return 0, 0, fmt.Errorf("loss is %v", loss)
+		return 0, 0, nil, fmt.Errorf("loss is %v", loss)
 	}
-	return loss, int(got[1]), nil
+	some := make([]bool, len(t.params))
+	for i := range some {
+		some[i] = got[3+i] > 0
+	}
+	return loss, int(got[1]), some, nil
 }
 
-// reduceGrads sums the ranks' gradients of the trainable parameters
-// (bucketed; each rank's are already weighted by its share of the step's
-// targets).
-func (t *Trainer) reduceGrads() error {
+// hasGrads reports which parameters have a gradient.
+func hasGrads(params []nn.NamedParam) ([]bool, error) {
+	s := tensor.NoGradScope()
+	defer s.Close()
+	out := make([]bool, len(params))
+	for i, np := range params {
+		out[i] = s.Grad(np.Param.T()) != nil
+		s.FreeAll()
+	}
+	return out, s.Err()
+}
+
+// reduceGrads sums the ranks' gradients of the trainable parameters that
+// have one on some rank (bucketed; each rank's are already weighted by its
+// share of the step's targets). A parameter without a gradient anywhere
+// keeps none, as in one process (AdamW skips it).
+func (t *Trainer) reduceGrads(some []bool) error {
 	if t.dist == nil {
 		return nil
 	}
-	return t.dist.AllReduceGrads(dist.Sum, 0, paramTensors(t.params)...)
+	var ts []*tensor.T
+	for i, np := range t.params {
+		if some[i] {
+			ts = append(ts, np.Param.T())
+		}
+	}
+	return t.dist.AllReduceGrads(dist.Sum, 0, ts...)
 }
 
 // evaluateShard is the token-weighted loss sum and target count of the

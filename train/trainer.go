@@ -317,9 +317,9 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 			return fmt.Errorf("train: step %d: no target tokens in the batch (every label is -100)", t.step+1)
 		}
 		sum, tokens, err := t.trainStep(batches, targets, lr)
-		loss, tokens, err := t.reduceStep(sum, tokens, targets, err)
+		loss, tokens, some, err := t.reduceStep(sum, tokens, targets, err)
 		if err == nil {
-			err = t.reduceGrads()
+			err = t.reduceGrads(some)
 		}
 		if err != nil {
 			return fmt.Errorf("train: step %d: %w", t.step+1, err)
