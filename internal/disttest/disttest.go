@@ -74,10 +74,17 @@ func (p *Proc) Output() string { return p.out.String() }
 // children use one libtorch thread each.
 func Start(t testing.TB, test, dir string, n int, extra ...string) []*Proc {
 	t.Helper()
+	return StartArgs(t, []string{"-test.run=^" + test + "$", "-test.v"}, dir, n, extra...)
+}
+
+// StartArgs is Start with the test binary's arguments given (a benchmark:
+// -test.run=^$ -test.bench=^Name$).
+func StartArgs(t testing.TB, args []string, dir string, n int, extra ...string) []*Proc {
+	t.Helper()
 	port := FreePort(t)
 	procs := make([]*Proc, n)
 	for r := 0; r < n; r++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v")
+		cmd := exec.Command(os.Args[0], args...)
 		cmd.Env = append(os.Environ(), Env+"="+dir, "RANK="+strconv.Itoa(r), "LOCAL_RANK="+strconv.Itoa(r),
 			"WORLD_SIZE="+strconv.Itoa(n), "MASTER_ADDR=127.0.0.1", "MASTER_PORT="+strconv.Itoa(port),
 			"OMP_NUM_THREADS=1")
