@@ -267,3 +267,62 @@ func TestTrainDataParallel(t *testing.T) {
 	require.NoError(t, err, "torchrun (python3-torch) is needed: %s", outb)
 	check("torchrun", tr)
 }
+
+// Every finetuning_type trains a step and saves what PEFT (or, for full
+// fine-tuning, transformers) would.
+func TestTrainMethods(t *testing.T) {
+	dir := t.TempDir()
+	model, dataset := trainModel(t), trainData(t, dir)
+	want := map[string]string{"freeze": "FREEZE", "ia3": "IA3", "prompt_tuning": "PROMPT_TUNING",
+		"p_tuning": "P_TUNING", "prefix_tuning": "PREFIX_TUNING", "bottleneck": "BOTTLENECK", "bitfit": "BITFIT",
+		"LORA": "LORA", "full": ""}
+	// llama-tiny has no biases: BitFit says so
+	noBias := "finetuning_type bitfit: bitfit: the model has no bias parameters"
+	for method, peftType := range want {
+		out := filepath.Join(dir, method)
+		y := fmt.Sprintf("model_name_or_path: %s\ndataset: %s\noutput_dir: %s\nfinetuning_type: %s\n"+
+			"num_virtual_tokens: 4\nfreeze_trainable_layers: 1\nmax_steps: 1\nper_device_train_batch_size: 4\n",
+			model, dataset, out, method)
+		cfg := filepath.Join(dir, method+".yaml")
+		require.NoError(t, os.WriteFile(cfg, []byte(y), 0o644))
+		var stderr bytes.Buffer
+		err := run([]string{"train", cfg}, &bytes.Buffer{}, &stderr)
+		if method == "bitfit" {
+			require.ErrorContains(t, err, noBias)
+			continue
+		}
+		require.NoError(t, err, "%s: %s", method, stderr.String())
+		require.Len(t, metrics(t, out), 1, method)
+		if peftType == "" {
+			_, err := os.Stat(filepath.Join(out, "model.safetensors"))
+			require.NoError(t, err, method)
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(out, "adapter_config.json"))
+		require.NoError(t, err, method)
+		var ac map[string]any
+		require.NoError(t, json.Unmarshal(b, &ac))
+		require.Equal(t, peftType, ac["peft_type"], method)
+	}
+}
+
+// A rank that fails fails `peft train --nproc`, its output prefixed.
+func TestTrainNprocFailure(t *testing.T) {
+	dir := t.TempDir()
+	cfg := trainYAML(t, dir, trainModel(t), filepath.Join(dir, "missing.jsonl"), filepath.Join(dir, "out"), 2)
+	t.Setenv(asPeft, "1")
+	selfExe = func() (string, error) { return os.Args[0], nil }
+	t.Cleanup(func() { selfExe = os.Executable })
+	var stderr bytes.Buffer
+	err := run([]string{"train", "--nproc", "2", cfg}, &bytes.Buffer{}, &stderr)
+	require.ErrorContains(t, err, "of 2 failed: exit status 1")
+	require.Contains(t, stderr.String(), "[rank 1] peft: train: dataset: open "+filepath.Join(dir, "missing.jsonl"))
+	err = run([]string{"train", "--nproc", "0", cfg}, &bytes.Buffer{}, &stderr)
+	require.ErrorContains(t, err, "--nproc 0: want at least 1")
+	t.Setenv("WORLD_SIZE", "2")
+	t.Setenv("RANK", "0")
+	t.Setenv("MASTER_ADDR", "127.0.0.1")
+	t.Setenv("MASTER_PORT", "1")
+	err = run([]string{"train", "--nproc", "2", cfg}, &bytes.Buffer{}, &stderr)
+	require.ErrorContains(t, err, "WORLD_SIZE=2 is set: a launcher already started this process")
+}
