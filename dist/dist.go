@@ -16,9 +16,15 @@
 // Failures (a peer that dies, a timeout, a bad tensor) come back as Go
 // errors; the C++ exceptions never reach Go, and a group that failed once
 // refuses further collectives (ErrBroken) instead of hanging.
+//
+// Build: the shim (shim.cc) compiles against the libtorch headers in
+// /usr/include (Debian's libtorch-dev) and Gloo's (libgloo-dev; make setup
+// installs both) and links libtorch_cpu. With another libtorch
+// (LIBTORCH=...), point the compiler at its headers:
+// CGO_CXXFLAGS="-I$LIBTORCH/include" (Gloo's headers too, if it lacks them).
 package dist
 
-// #cgo CXXFLAGS: -std=c++17 -O2 -I/usr/include/torch/csrc/api/include -Wno-deprecated-declarations -Wno-unused-parameter
+// #cgo CXXFLAGS: -std=c++17 -O2 -Wno-deprecated-declarations -Wno-unused-parameter
 // #cgo LDFLAGS: -ltorch_cpu -lc10 -lstdc++
 // #include <stdlib.h>
 // #include "shim.h"
