@@ -81,7 +81,8 @@ type trainConfig struct {
 	MaxGradNorm   float64
 	Beta1, Beta2  float64
 	AdamEps       float64
-	DDPTimeout    int // seconds
+	DDPTimeout    int    // seconds
+	Resume        string // resume_from_checkpoint: a checkpoint folder, or "latest" (true)
 }
 
 // defaultTrainConfig has LLaMA-Factory's and HF TrainingArguments' defaults.
@@ -201,6 +202,17 @@ var trainFields = map[string]field{
 	"adam_beta2":                  floatField(func(c *trainConfig) *float64 { return &c.Beta2 }, 0, 0.999999999),
 	"adam_epsilon":                floatField(func(c *trainConfig) *float64 { return &c.AdamEps }, 0, 1),
 	"ddp_timeout":                 intField(func(c *trainConfig) *int { return &c.DDPTimeout }, 1),
+	"resume_from_checkpoint": func(c *trainConfig, v string, _ *yaml.Node) error {
+		switch b, err := strconv.ParseBool(v); {
+		case err != nil:
+			c.Resume = v
+		case b:
+			c.Resume = "latest"
+		default:
+			c.Resume = ""
+		}
+		return nil
+	},
 	// LLaMA-Factory keys that must hold what this command does
 	"stage":    func(_ *trainConfig, v string, _ *yaml.Node) error { return must(v, "sft") },
 	"do_train": func(_ *trainConfig, v string, _ *yaml.Node) error { return must(strings.ToLower(v), "true") },
@@ -541,7 +553,7 @@ func runTraining(cfg *trainConfig, env dist.Env, stderr io.Writer) error {
 	tc := train.Config{LR: cfg.LR, WeightDecay: cfg.WeightDecay, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.AdamEps,
 		Schedule: cfg.scheduler(), WarmupSteps: cfg.WarmupSteps, WarmupRatio: cfg.WarmupRatio, MaxGradNorm: cfg.MaxGradNorm,
 		BatchSize: cfg.BatchSize, GradAccum: cfg.GradAccum, Seed: cfg.Seed, Checkpointing: cfg.Checkpointing,
-		LogSteps: cfg.LoggingSteps, SaveSteps: cfg.SaveSteps, OutputDir: cfg.OutputDir, Progress: stderr, Dist: group}
+		LogSteps: cfg.LoggingSteps, SaveSteps: cfg.SaveSteps, OutputDir: cfg.OutputDir, ResumeFrom: cfg.Resume, Progress: stderr, Dist: group}
 	if cfg.MaxSteps > 0 {
 		tc.MaxSteps = cfg.MaxSteps
 	} else if cfg.Epochs == math.Trunc(cfg.Epochs) {

@@ -177,6 +177,17 @@ func TestTrainCommand(t *testing.T) {
 		_, err := os.Stat(filepath.Join(out, d))
 		require.NoError(t, err)
 	}
+	// a second epoch, resumed from the latest checkpoint: steps 3 and 4
+	// follow the first run's records
+	y, err := os.ReadFile(cfg)
+	require.NoError(t, err)
+	y = bytes.Replace(y, []byte("num_train_epochs: 1.0"), []byte("num_train_epochs: 2\nresume_from_checkpoint: true"), 1)
+	require.NoError(t, os.WriteFile(cfg, y, 0o644))
+	require.NoError(t, run([]string{"train", cfg}, &bytes.Buffer{}, &stderr), stderr.String())
+	again := metrics(t, out)
+	require.Len(t, again, 4)
+	require.Equal(t, recs, again[:2])
+	require.Equal(t, 4, again[3].Step)
 }
 
 func metrics(t *testing.T, out string) []train.Record {
