@@ -26,12 +26,12 @@ else
   torch_lib=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
   if [ ! -f "$torch_inc/torch/csrc/api/include/torch/torch.h" ] || [ ! -e "$torch_lib/libtorch.so" ] ||
      ! dpkg-query -W -f '${Status}' libopenblas0-openmp 2>/dev/null | grep -q "install ok installed" ||
-     [ ! -f /usr/include/gloo/algorithm.h ]; then  # libgloo-dev: c10d's Gloo headers for dist/
+     [ ! -f /usr/include/gloo/algorithm.h ] || ! command -v torchrun >/dev/null; then  # dist/: Gloo headers; torchrun test
     command -v apt-get >/dev/null || die "no libtorch found: install libtorch (Debian: libtorch-dev) or set LIBTORCH"
-    say "installing libtorch-dev, libgloo-dev and libopenblas0-openmp with apt-get"
+    say "installing libtorch-dev, libgloo-dev, libopenblas0-openmp and python3-torch (torchrun) with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq libtorch-dev libgloo-dev libopenblas0-openmp >/dev/null
+    apt-get install -y -qq libtorch-dev libgloo-dev libopenblas0-openmp python3-torch >/dev/null
   fi
   torch_version=$(dpkg-query -W -f '${Version}' libtorch-dev 2>/dev/null | cut -d+ -f1 || true)
   system_torch=1
