@@ -90,7 +90,8 @@ const DefaultBucketBytes = 25 << 20
 // the ranks no longer agree on what runs next.
 var ErrBroken = errors.New("dist: the process group failed earlier")
 
-// Options are a group's settings; zero values take the defaults.
+// Options are a group's settings; zero values take the defaults. A plain
+// value, safe to share.
 type Options struct {
 	// Backend [Gloo, or NCCL when Device is CUDA].
 	Backend Backend

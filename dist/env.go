@@ -11,7 +11,8 @@ import (
 )
 
 // Env is a process's place in a distributed run, as launchers describe it
-// in the environment (torchrun's names).
+// in the environment (torchrun's names). A plain value: safe to copy and
+// to read from several goroutines.
 type Env struct {
 	// MasterAddr and MasterPort locate the TCPStore (MASTER_ADDR,
 	// MASTER_PORT): rank 0's machine, or the launcher's store.
