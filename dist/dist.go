@@ -205,7 +205,7 @@ func peerHint(msg string) string {
 		}
 	}
 	if strings.Contains(msg, "Timed out") || strings.Contains(msg, "timed out") || strings.Contains(msg, "Timeout") {
-		return "another rank did not reach this collective within the timeout; GOPEFT_DIST_TIMEOUT sets it"
+		return "another rank did not reach this collective within the timeout (Options.Timeout, GOPEFT_DIST_TIMEOUT; ddp_timeout in peft train)"
 	}
 	return ""
 }

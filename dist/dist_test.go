@@ -239,3 +239,33 @@ func TestReadEnv(t *testing.T) {
 		require.ErrorContains(t, err, "this build has no NCCL")
 	}
 }
+
+// A rank that stalls (alive, but never reaching the collective): the
+// other's all-reduce gives up after the timeout with an error saying so.
+func TestCollectiveTimeout(t *testing.T) {
+	if disttest.Child() {
+		g, err := Default(Options{Timeout: 3 * time.Second})
+		require.NoError(t, err)
+		if g.Rank() == 1 {
+			time.Sleep(8 * time.Second)
+			return
+		}
+		s := tensor.NoGradScope()
+		defer s.Close()
+		start := time.Now()
+		err = g.AllReduce(Sum, s.FromFloat32([]float32{1}, 1))
+		require.Error(t, err)
+		took := time.Since(start)
+		require.GreaterOrEqual(t, took, 2*time.Second)
+		require.Less(t, took, 7*time.Second) // before rank 1 wakes
+		require.Contains(t, err.Error(), "within the timeout")
+		require.NoError(t, os.WriteFile(filepath.Join(disttest.Dir(), "error"), []byte(err.Error()), 0o644))
+		return
+	}
+	dir := t.TempDir()
+	procs := disttest.Start(t, "TestCollectiveTimeout", dir, 2)
+	disttest.WaitAll(t, procs, 2*time.Minute)
+	msg, err := os.ReadFile(filepath.Join(dir, "error"))
+	require.NoError(t, err)
+	t.Logf("rank 0: %s", msg)
+}
