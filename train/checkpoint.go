@@ -41,6 +41,9 @@ type State struct {
 	BatchSize  int   `json:"batch_size"`
 	GradAccum  int   `json:"gradient_accumulation_steps"`
 	Shuffle    bool  `json:"shuffle"`
+	// WorldSize is the number of data-parallel processes (absent: 1);
+	// BatchSize is per process.
+	WorldSize int `json:"world_size,omitempty"`
 }
 
 // saveCheckpoint writes OutputDir/checkpoint-<step>/ through a temporary
@@ -76,6 +79,9 @@ func (t *Trainer) saveCheckpoint() error {
 	}
 	st := State{Step: t.step, Epoch: t.epoch, Micro: t.micro, TotalSteps: t.total, Seed: t.cfg.Seed,
 		Samples: t.samples, BatchSize: t.cfg.BatchSize, GradAccum: t.cfg.GradAccum, Shuffle: !t.cfg.NoShuffle}
+	if t.world() > 1 {
+		st.WorldSize = t.world()
+	}
 	js, _ := json.MarshalIndent(st, "", "  ")
 	if err := fsutil.WriteFileAtomic(filepath.Join(tmp, StateFile), append(js, '\n')); err != nil {
 		return fmt.Errorf("train: checkpoint: %w", err)
@@ -215,6 +221,8 @@ func (t *Trainer) resume(n int) error {
 		return mismatch("seed", st.Seed, t.cfg.Seed)
 	case st.Shuffle == t.cfg.NoShuffle:
 		return mismatch("shuffle", st.Shuffle, !t.cfg.NoShuffle)
+	case max(st.WorldSize, 1) != t.world():
+		return mismatch("world size (processes)", max(st.WorldSize, 1), t.world())
 	}
 	if err := loadParams(t.params, filepath.Join(dir, ParamsFile)); err != nil {
 		return err

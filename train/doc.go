@@ -19,6 +19,18 @@
 // state and trainer_state.json; OutputDir/metrics.jsonl has one JSON line
 // per step and per evaluation.
 //
+// Data-parallel training: started by a launcher (torchrun --no-python,
+// `peft train --nproc N`, or RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT set
+// by hand on several machines), the same program trains as one rank of a
+// c10d process group (package dist; Gloo on the CPU). Rank 0's trainable
+// parameters are broadcast at the start; each rank reads its share of
+// every global micro-batch (BatchSize per rank, every sample once per
+// epoch); the gradients are summed across ranks in flat buckets before
+// clipping and the optimizer step, weighted so that the result is one
+// process's gradient with BatchSize × ranks; losses and evaluations are
+// reduced over the ranks; rank 0 alone writes checkpoints and metrics.
+// A rank that dies or fails makes the others return an error.
+//
 // Memory: Config.Checkpointing turns on activation checkpointing per
 // decoder layer (models.Checkpoint); peft.EstimateMemory sizes a job.
 package train

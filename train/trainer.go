@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gopeft/peft/data"
+	"github.com/gopeft/peft/dist"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/tensor"
@@ -81,8 +82,19 @@ type Config struct {
 	// one in OutputDir with "latest".
 	ResumeFrom string
 	// Progress receives the progress lines [os.Stderr]; io.Discard
-	// silences them.
+	// silences them. In a data-parallel run only rank 0 prints.
 	Progress io.Writer
+
+	// Dist is the process group of a data-parallel run; nil: the one the
+	// environment describes (dist.Default: torchrun's RANK, WORLD_SIZE,
+	// MASTER_ADDR, MASTER_PORT), or a single process when WORLD_SIZE is
+	// unset or 1. With W ranks, BatchSize is per rank: a step sees
+	// BatchSize × W × GradAccum samples, the same ones and (up to float
+	// rounding) the same gradient as one process with BatchSize × W.
+	// Rank 0's parameters are broadcast at the start; only rank 0 writes
+	// checkpoints and metrics.jsonl; resuming needs the same world size and
+	// the checkpoint readable by every rank.
+	Dist *dist.Group
 }
 
 func (c *Config) defaults() {
@@ -135,11 +147,13 @@ type Trainer struct {
 	cfg    Config
 	params []nn.NamedParam
 	opt    *AdamW
+	dist   *dist.Group // nil: a single process
 
-	step  int // optimizer steps done
-	epoch int // current epoch
-	micro int // micro-batches of the current epoch consumed
-	total int // optimizer steps of the run
+	step  int       // optimizer steps done
+	epoch int       // current epoch
+	micro int       // micro-batches of the current epoch consumed
+	total int       // optimizer steps of the run
+	out   io.Writer // progress lines (Config.Progress; rank 0 only)
 
 	samples     int // training samples of the run
 	prevElapsed float64
@@ -181,9 +195,11 @@ func trainableParams(m Model) ([]nn.NamedParam, error) {
 	return nil, errors.New("train: the model has neither TrainableParams() nor a module tree")
 }
 
-// plan is the shape of a run over n training samples.
+// plan is the shape of a run over n training samples (micro-batches are
+// global: BatchSize samples per rank).
 func (t *Trainer) plan(n int) (microPerEpoch, stepsPerEpoch int) {
-	microPerEpoch = (n + t.cfg.BatchSize - 1) / t.cfg.BatchSize
+	global := t.cfg.BatchSize * t.world()
+	microPerEpoch = (n + global - 1) / global
 	stepsPerEpoch = (microPerEpoch + t.cfg.GradAccum - 1) / t.cfg.GradAccum
 	return
 }
@@ -206,6 +222,15 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 	}
 	t.params = params
 	t.samples = train.Len()
+	if t.dist, err = t.group(); err != nil {
+		return err
+	}
+	defer func() { t.dist = nil }()
+	t.out = cfg.Progress
+	if t.rank() != 0 {
+		t.out = io.Discard
+	}
+	rank, world := t.rank(), t.world()
 	microPerEpoch, stepsPerEpoch := t.plan(train.Len())
 	t.total = cfg.MaxSteps
 	if t.total <= 0 {
@@ -223,15 +248,26 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 	t.step, t.epoch, t.micro = 0, 0, 0
 	t.History = nil
 	if cfg.ResumeFrom != "" {
-		if err := t.resume(train.Len()); err != nil {
+		if err := t.agree("resume", t.resume(train.Len())); err != nil {
 			return err
 		}
 	}
-	metrics, err := t.openMetrics()
-	if err != nil {
+	metrics := &metricsWriter{}
+	if rank == 0 {
+		metrics, err = t.openMetrics()
+	}
+	if err := t.agree("open "+MetricsFile, err); err != nil {
 		return err
 	}
 	defer metrics.Close()
+	if t.dist != nil {
+		if err := t.checkSameRun(train); err != nil {
+			return err
+		}
+		if err := t.broadcastParams(); err != nil {
+			return err
+		}
+	}
 	if mod, ok := t.model.(nn.Module); ok {
 		nn.SetTraining(mod, true)
 		defer nn.SetTraining(mod, false)
@@ -254,23 +290,37 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 			order = data.Order(train.Len(), cfg.Seed, t.epoch, !cfg.NoShuffle)
 			orderEpoch = t.epoch
 		}
-		// the micro-batches of this step (not crossing the epoch's end)
+		// the micro-batches of this step (not crossing the epoch's end):
+		// this rank's share of each global one (nil when it has none), and
+		// the target tokens of the whole step on every rank
 		var batches []*data.Batch
 		targets := 0
 		for k := 0; k < cfg.GradAccum && t.micro < microPerEpoch; k++ {
-			lo := t.micro * cfg.BatchSize
-			hi := min(lo+cfg.BatchSize, len(order))
-			samples := make([]data.Sample, 0, hi-lo)
+			lo := t.micro * cfg.BatchSize * world
+			hi := min(lo+cfg.BatchSize*world, len(order))
 			for _, i := range order[lo:hi] {
-				samples = append(samples, train.Samples[i])
+				targets += train.Samples[i].Targets()
 			}
-			b := col.Collate(samples)
+			var b *data.Batch
+			if mine := shard(order[lo:hi], rank, world); len(mine) > 0 {
+				samples := make([]data.Sample, 0, len(mine))
+				for _, i := range mine {
+					samples = append(samples, train.Samples[i])
+				}
+				b = col.Collate(samples)
+			}
 			batches = append(batches, b)
-			targets += b.Targets
 			t.micro++
 		}
 		lr, _ := LRAt(cfg.Schedule, cfg.LR, t.step, warmup, t.total)
-		loss, tokens, err := t.trainStep(batches, targets, lr)
+		if targets == 0 {
+			return fmt.Errorf("train: step %d: no target tokens in the batch (every label is -100)", t.step+1)
+		}
+		sum, tokens, err := t.trainStep(batches, targets, lr)
+		loss, tokens, some, err := t.reduceStep(sum, tokens, targets, err)
+		if err == nil {
+			err = t.reduceGrads(some)
+		}
 		if err != nil {
 			return fmt.Errorf("train: step %d: %w", t.step+1, err)
 		}
@@ -309,10 +359,14 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 			if err := t.record(metrics, Record{Step: t.step, Epoch: rec.Epoch, EvalLoss: &el, EvalPPL: &ppl}); err != nil {
 				return err
 			}
-			fmt.Fprintf(cfg.Progress, "eval step %d: loss %.4f  perplexity %.3f\n", t.step, el, ppl)
+			fmt.Fprintf(t.out, "eval step %d: loss %.4f  perplexity %.3f\n", t.step, el, ppl)
 		}
 		if cfg.OutputDir != "" && ((cfg.SaveSteps > 0 && t.step%cfg.SaveSteps == 0) || last) {
-			if err := t.saveCheckpoint(); err != nil {
+			var err error
+			if rank == 0 {
+				err = t.saveCheckpoint()
+			}
+			if err := t.agree(fmt.Sprintf("checkpoint at step %d", t.step), err); err != nil {
 				return err
 			}
 		}
@@ -330,21 +384,21 @@ func (t *Trainer) lastStepSeconds(elapsed float64) float64 {
 	return d
 }
 
-// trainStep runs forward and backward over a step's micro-batches, each
-// loss weighted by its share of the step's target tokens; it returns the
-// step's token-weighted mean loss and its real tokens.
+// trainStep runs forward and backward over this rank's micro-batches of a
+// step (nil: none), each loss weighted by its share of the step's target
+// tokens (over every rank); it returns the sum of the losses weighted by
+// their target tokens, and the real tokens.
 func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (float64, int, error) {
-	if targets == 0 {
-		return 0, 0, errors.New("no target tokens in the batch (every label is -100)")
-	}
 	var sum float64
 	tokens := 0
 	for k, b := range batches {
-		if b.Targets == 0 {
+		if b == nil || b.Targets == 0 {
 			continue
 		}
 		err := func() error {
-			seed := mix(t.cfg.Seed, int64(t.step), int64(k))
+			// each rank draws its own dropout masks; one process draws
+			// what it always drew
+			seed := mix(t.cfg.Seed, int64(t.step), int64(k*t.world()+t.rank()))
 			tensor.ManualSeed(seed)
 			s := tensor.NewScope()
 			defer s.Close()
@@ -385,7 +439,7 @@ func (t *Trainer) trainStep(batches []*data.Batch, targets int, lr float64) (flo
 			return 0, 0, err
 		}
 	}
-	return sum / float64(targets), tokens, nil
+	return sum, tokens, nil
 }
 
 // lossBatch is b for a forward pass whose loss is all the Trainer reads:
@@ -398,46 +452,42 @@ func lossBatch(s *tensor.Scope, b *data.Batch) *models.Batch {
 	return mb
 }
 
-// evaluate is Evaluate in eval mode (dropout off) during a run.
+// evaluate is Evaluate in eval mode (dropout off) during a run; in a
+// data-parallel run each rank evaluates every world-th batch and the sums
+// are all-reduced.
 func (t *Trainer) evaluate(ds *data.Dataset) (float64, error) {
 	if mod, ok := t.model.(nn.Module); ok {
 		nn.SetTraining(mod, false)
 		defer nn.SetTraining(mod, true)
 	}
-	return Evaluate(t.model, ds, t.cfg.EvalBatchSize)
+	if t.dist == nil {
+		return Evaluate(t.model, ds, t.cfg.EvalBatchSize)
+	}
+	sum, n, local := evaluateShard(t.model, ds, t.cfg.EvalBatchSize, t.rank(), t.world())
+	failed := 0.0
+	if local != nil {
+		failed = 1
+	}
+	got, err := t.dist.AllReduceFloat64s(dist.Sum, sum, float64(n), failed)
+	switch {
+	case local != nil:
+		return 0, local
+	case err != nil:
+		return 0, fmt.Errorf("train: evaluate: %w", err)
+	case got[2] > 0:
+		return 0, errors.New("train: evaluate failed on another rank (see its error)")
+	case got[1] == 0:
+		return 0, errors.New("train: evaluate: no target tokens in the eval set")
+	}
+	return got[0] / got[1], nil
 }
 
 // Evaluate returns the token-weighted mean causal-LM loss of model on ds,
 // in batches of batchSize, without gradients. Perplexity is its exp.
 func Evaluate(model Model, ds *data.Dataset, batchSize int) (float64, error) {
-	if batchSize <= 0 {
-		batchSize = 8
-	}
-	col := data.Collator{PadID: ds.PadID}
-	var sum float64
-	n := 0
-	for lo := 0; lo < ds.Len(); lo += batchSize {
-		b := col.Collate(ds.Samples[lo:min(lo+batchSize, ds.Len())])
-		if b.Targets == 0 {
-			continue
-		}
-		err := func() error {
-			s := tensor.NoGradScope()
-			defer s.Close()
-			out := model.ForwardT(s, lossBatch(s, b))
-			if err := s.Err(); err != nil {
-				return err
-			}
-			if out.Loss == nil {
-				return errors.New("the model returned no loss")
-			}
-			sum += s.Item(out.Loss) * float64(b.Targets)
-			n += b.Targets
-			return s.Err()
-		}()
-		if err != nil {
-			return 0, fmt.Errorf("train: evaluate: %w", err)
-		}
+	sum, n, err := evaluateShard(model, ds, batchSize, 0, 1)
+	if err != nil {
+		return 0, err
 	}
 	if n == 0 {
 		return 0, errors.New("train: evaluate: no target tokens in the eval set")
@@ -469,7 +519,7 @@ func (t *Trainer) progress(r Record, elapsed float64, done int) {
 		tps = float64(t.logTokens) / d
 	}
 	t.logTokens, t.logElapsed = 0, elapsed
-	fmt.Fprintf(t.cfg.Progress, "[%s] %d/%d  epoch %.2f  loss %.4f  lr %.3g  grad %.3g  %.0f tok/s  eta %s\n",
+	fmt.Fprintf(t.out, "[%s] %d/%d  epoch %.2f  loss %.4f  lr %.3g  grad %.3g  %.0f tok/s  eta %s\n",
 		bar, t.step, t.total, r.Epoch, *r.Loss, *r.LR, *r.GradNorm, tps, eta)
 }
 

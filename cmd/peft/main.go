@@ -102,6 +102,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return estimate(args[1:], stdout, stderr)
 	case "plot":
 		return plotCmd(args[1:], stdout, stderr)
+	case "train":
+		return trainCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
