@@ -225,9 +225,10 @@ const (
 )
 
 // promptChars join the poems' characters in the base's vocabulary: those
-// of the template and the questions (and a few spare ones). Changing them
-// changes the base: bump baseVersion.
-const promptChars = "问答：\n《》，。这一联的韵脚是哪个字？这一联是五言还是七言？四言六言"
+// of the template, the questions and the answers (the scenery characters
+// are common in the poems). A change that adds a character changes the
+// base: bump baseVersion.
+var promptChars = "问答：\n《》，。" + SceneQuestion + FormQuestion + "四言六言" + strings.Join(Scenery, "")
 
 // corpusKey identifies the base's training: the code version and the text.
 func corpusKey(poems []Poem) string {
