@@ -205,7 +205,7 @@ func run(method, cache, fortunes, out string, epochs int, retrain bool) error {
 
 // baseVersion changes whenever the base's architecture or training does, so
 // a cached base from another version is retrained.
-const baseVersion = "quickstart-base-v2"
+const baseVersion = "quickstart-base-v3"
 
 func baseConfig(vocab int) *llama.Config {
 	bos, pad := int64(1), int64(0)
@@ -225,10 +225,9 @@ const (
 )
 
 // promptChars join the poems' characters in the base's vocabulary: those
-// of the template, the questions and the answers (the scenery characters
-// are common in the poems). A change that adds a character changes the
-// base: bump baseVersion.
-var promptChars = "问答：\n《》，。" + SceneQuestion + FormQuestion + "四言六言" + strings.Join(Scenery, "")
+// of the template, the question and the answers. A change that adds a
+// character changes the base: bump baseVersion.
+const promptChars = "问答：\n《》，。" + FormQuestion + "四言五言六言七言"
 
 // corpusKey identifies the base's training: the code version and the text.
 func corpusKey(poems []Poem) string {
@@ -423,9 +422,14 @@ func methodSpec(m string) (*spec, error) {
 		return &spec{label: "full", name: "full fine-tuning", lr: 1e-3, epochs: tuneEpochs,
 			estimate: peft.MemoryOptions{Method: "full"}}, nil
 	case "lora":
-		return &spec{label: "LoRA", name: "LoRA (r 16, all linear)", lr: 3e-3, epochs: tuneEpochs,
+		// modules_to_save "norm": the RMSNorms' weights (9 × 128; PEFT
+		// matches module names by suffix) are trained too, as copies saved
+		// with the adapter. The base's small logits (see roundTrip's
+		// comment on top-k) keep LoRA alone from making its answers likely
+		// (eval loss ~2 instead of ~0.6); the norms scale them.
+		return &spec{label: "LoRA", name: "LoRA (r 16, all linear; norms)", lr: 3e-3, epochs: tuneEpochs,
 			config: func() peft.Config {
-				return &lora.Config{R: 16, LoraAlpha: 32, TargetModules: lora.Regex("all-linear")}
+				return &lora.Config{R: 16, LoraAlpha: 32, TargetModules: lora.Regex("all-linear"), ModulesToSave_: []string{"norm"}}
 			},
 			estimate: peft.MemoryOptions{Method: "lora", R: 16, TargetModules: []string{"all-linear"}}}, nil
 	case "ia3":
@@ -476,7 +480,7 @@ type result struct {
 }
 
 const (
-	tuneEpochs = 5
+	tuneEpochs = 4
 	tuneBatch  = 16
 	tuneSeq    = 24 // typical question + answer length, for the estimate
 )
@@ -645,12 +649,20 @@ func roundTrip(sp *spec, pm *peft.Model, base *llama.Model, cache string, fresh 
 	if err != nil {
 		return err
 	}
-	fmt.Printf("sampling (generation_config.json: temperature %.1f, top-p %.1f, seed %d), held-out questions:\n", cfg.Temperature, cfg.TopP, Seed)
+	// The tuned model's right answer is its most likely one, but its
+	// distribution has a long tail: the base is small and briefly trained,
+	// its embeddings are short and RMSNorm fixes the size of the last hidden
+	// state, so no adapter on the linear layers can make the logits much
+	// sharper; thousands of unlikely characters together take a large share.
+	// Top-k cuts that tail, as generation configs commonly do.
+	cfg.TopK = 5
+	fmt.Printf("sampling (generation_config.json: temperature %.1f, top-p %.1f; top-k %d, seed %d), held-out questions:\n",
+		cfg.Temperature, cfg.TopP, cfg.TopK, Seed)
 	seed := int64(Seed)
 	cfg.Seed = &seed
 	var qs []Question
 	for _, q := range ev.qs {
-		if len(qs) < 3 && q.Kind == TaskForm || len(qs) >= 3 && len(qs) < 6 && q.Kind == TaskScene {
+		if len(qs) < 6 {
 			qs = append(qs, q)
 		}
 	}
@@ -697,14 +709,14 @@ type evaluator struct {
 }
 
 type accuracy struct {
-	exact, exactForm, exactScene float64 // exact match of the greedy answer: all, per kind
-	all, form, scene             float64 // rank classification: all, per kind
+	exact, exactFive, exactSeven float64 // exact match of the greedy answer: all, 五言 couplets, 七言 couplets
+	all, five, seven             float64 // rank classification: all, 五言, 七言
 	answers                      []string
 }
 
 func (a accuracy) String() string {
-	return fmt.Sprintf("greedy answers exactly right %.1f%% (form %.1f%%, scenery %.1f%%); %.1f%% of 4-way choices (form %.1f%%, scenery %.1f%%)",
-		100*a.exact, 100*a.exactForm, 100*a.exactScene, 100*a.all, 100*a.form, 100*a.scene)
+	return fmt.Sprintf("greedy answers exactly right %.1f%% (五言 %.1f%%, 七言 %.1f%%); %.1f%% of 4-way choices (五言 %.1f%%, 七言 %.1f%%)",
+		100*a.exact, 100*a.exactFive, 100*a.exactSeven, 100*a.all, 100*a.five, 100*a.seven)
 }
 
 // accuracy scores the held-out questions two ways: rank classification
@@ -748,11 +760,11 @@ func (e *evaluator) accuracy(m generate.Model) (accuracy, error) {
 		}
 		pred = append(pred, p...)
 	}
-	// per kind (0: form, 1: scene): questions, exact answers, right choices
+	// per form (0: 五言, 1: 七言): questions, exact answers, right choices
 	var n, okX, okC [2]int
 	for i, q := range e.qs {
 		k := 0
-		if q.Kind == TaskScene {
+		if q.Answer == Forms[7] {
 			k = 1
 		}
 		n[k]++
@@ -765,13 +777,13 @@ func (e *evaluator) accuracy(m generate.Model) (accuracy, error) {
 	}
 	frac := func(a, b int) float64 { return float64(a) / float64(max(1, b)) }
 	a.exact = frac(okX[0]+okX[1], n[0]+n[1])
-	a.exactForm, a.exactScene = frac(okX[0], n[0]), frac(okX[1], n[1])
+	a.exactFive, a.exactSeven = frac(okX[0], n[0]), frac(okX[1], n[1])
 	if pred == nil {
-		a.all, a.form, a.scene = math.NaN(), math.NaN(), math.NaN()
+		a.all, a.five, a.seven = math.NaN(), math.NaN(), math.NaN()
 		return a, nil
 	}
 	a.all = frac(okC[0]+okC[1], n[0]+n[1])
-	a.form, a.scene = frac(okC[0], n[0]), frac(okC[1], n[1])
+	a.five, a.seven = frac(okC[0], n[0]), frac(okC[1], n[1])
 	return a, nil
 }
 
@@ -830,13 +842,13 @@ func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 func table(rows []result) string {
 	var sb strings.Builder
-	fmt.Fprintln(&sb, "| method | trainable params | trainable % | exact match (form / scenery) | 4-way choice (form / scenery) | train time | peak RSS (estimate) |")
+	fmt.Fprintln(&sb, "| method | trainable params | trainable % | exact match (五言 / 七言) | 4-way choice (五言 / 七言) | train time | peak RSS (estimate) |")
 	fmt.Fprintln(&sb, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rows {
 		fmt.Fprintf(&sb, "| %s | %s | %.2f%% | %.1f%% → **%.1f%%** (%.0f%% / %.0f%%) | %.1f%% → %.1f%% (%.0f%% / %.0f%%) | %.0f s | %s (%s) |\n",
 			r.method, peft.Commas(r.trainable), 100*float64(r.trainable)/float64(max(1, r.total)),
-			100*r.before.exact, 100*r.after.exact, 100*r.after.exactForm, 100*r.after.exactScene,
-			100*r.before.all, 100*r.after.all, 100*r.after.form, 100*r.after.scene,
+			100*r.before.exact, 100*r.after.exact, 100*r.after.exactFive, 100*r.after.exactSeven,
+			100*r.before.all, 100*r.after.all, 100*r.after.five, 100*r.after.seven,
 			r.seconds, mib(r.peak), mib(r.estimate))
 	}
 	return sb.String()

@@ -151,31 +151,17 @@ func (p *Poem) Text() string {
 	return "《" + p.Title + "》\n作者：" + p.Author + "\n" + strings.Join(p.Lines, "\n")
 }
 
-// Task kinds of the instruction set. Both are about a couplet shown in
-// the question, so they can be answered for any couplet, also of a poem
-// never trained on: the model has to learn the rule, not the poem.
-const (
-	TaskScene = "scene" // 这一联写的是哪个景物？空山新雨后，天气晚来秋。 → 山 (one of Scenery)
-	TaskForm  = "form"  // 这一联是五言还是七言？床前明月光，疑是地上霜。 → 五言
-)
+// The task: 这一联是五言还是七言？<couplet> → 五言 or 七言. The answer
+// follows from the couplet in the question (the length of its half-lines),
+// so it can be given for any couplet, also of a poem never trained on: the
+// model has to learn the rule, not the poem.
+const FormQuestion = "这一联是五言还是七言？"
 
-// The questions' fixed parts.
-const (
-	SceneQuestion = "这一联写的是哪个景物？"
-	FormQuestion  = "这一联是五言还是七言？"
-)
-
-// Scenery are the answers of a TaskScene question: a couplet that names
-// exactly one of them is asked which it is.
-var Scenery = []string{"月", "山", "水", "花", "风", "云", "雨", "雪"}
-
-// Forms are the answers of a TaskForm question by half-line length, and
-// its wrong choices.
+// Forms are the answers by half-line length, and the wrong choices.
 var Forms = map[int]string{4: "四言", 5: "五言", 6: "六言", 7: "七言"}
 
 // Question is one instruction with its expected answer.
 type Question struct {
-	Kind   string
 	Prompt string
 	Answer string
 	Poem   int      // index of the poem it was built from
@@ -205,17 +191,9 @@ func (p *Poem) Couplets() []Couplet {
 
 // Instructions builds the instruction task from poems: up to maxPairs
 // couplets of each poem, spread over the whole poem (all of them when it
-// has no more). A couplet that names exactly one of Scenery is asked
-//
-//	这一联写的是哪个景物？<couplet> → that character
-//
-// and any other one
-//
-//	这一联是五言还是七言？<couplet> → 五言 or 七言
-//
-// Each question also gets three wrong choices for rank classification:
-// the next three of Scenery (none of which the couplet names), or the
-// other forms (四言, 六言 and 七言 or 五言).
+// has no more), each asked 这一联是五言还是七言？<couplet> → 五言 or 七言.
+// Each question also gets three wrong choices for rank classification: the
+// other forms (四言, 六言, and 七言 or 五言).
 func Instructions(poems []Poem, maxPairs int) []Question {
 	var qs []Question
 	for i, p := range poems {
@@ -228,16 +206,8 @@ func Instructions(poems []Poem, maxPairs int) []Question {
 			cs = picked
 		}
 		for _, c := range cs {
-			if k := sceneOf(c); k >= 0 {
-				q := Question{Kind: TaskScene, Prompt: SceneQuestion + c.String(), Answer: Scenery[k], Poem: i}
-				for j := 1; j <= 3; j++ {
-					q.Wrong = append(q.Wrong, Scenery[(k+j)%len(Scenery)])
-				}
-				qs = append(qs, q)
-				continue
-			}
 			n := utf8.RuneCountInString(c.First)
-			q := Question{Kind: TaskForm, Prompt: FormQuestion + c.String(), Answer: Forms[n], Poem: i}
+			q := Question{Prompt: FormQuestion + c.String(), Answer: Forms[n], Poem: i}
 			for _, m := range []int{4, 5, 6, 7} {
 				if m != n {
 					q.Wrong = append(q.Wrong, Forms[m])
@@ -247,21 +217,6 @@ func Instructions(poems []Poem, maxPairs int) []Question {
 		}
 	}
 	return qs
-}
-
-// sceneOf is the index in Scenery of the one scenery character the couplet
-// names, or -1 when it names none or several.
-func sceneOf(c Couplet) int {
-	found := -1
-	for k, s := range Scenery {
-		if strings.Contains(c.First, s) || strings.Contains(c.Second, s) {
-			if found >= 0 {
-				return -1
-			}
-			found = k
-		}
-	}
-	return found
 }
 
 // Split puts every heldOut-th poem (by index, after a seeded shuffle) in

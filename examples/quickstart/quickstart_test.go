@@ -74,17 +74,15 @@ func TestInstructionsAndSplit(t *testing.T) {
 		{Title: "乐府", Author: "某人", Lines: []string{"上邪，我欲与君相知。"}}, // no regular couplet
 	}
 	qs := Instructions(poems, 2) // of 长诗's 4 couplets, the 1st and the 3rd
+	five, seven := []string{"四言", "六言", "七言"}, []string{"四言", "五言", "六言"}
 	want := []Question{
-		{Kind: TaskScene, Prompt: "这一联写的是哪个景物？床前明月光，疑是地上霜。", Answer: "月", Poem: 0, Wrong: []string{"山", "水", "花"}},
-		{Kind: TaskScene, Prompt: "这一联写的是哪个景物？举头望明月，低头思故乡。", Answer: "月", Poem: 0, Wrong: []string{"山", "水", "花"}},
-		// no scenery character: the form
-		{Kind: TaskForm, Prompt: "这一联是五言还是七言？春眠不觉晓，处处闻啼鸟。", Answer: "五言", Poem: 1, Wrong: []string{"四言", "六言", "七言"}},
-		{Kind: TaskScene, Prompt: "这一联写的是哪个景物？白日依山尽，黄河入海流。", Answer: "山", Poem: 1, Wrong: []string{"水", "花", "风"}},
-		// the wrong choices wrap around Scenery
-		{Kind: TaskScene, Prompt: "这一联写的是哪个景物？孤舟蓑笠翁，独钓寒江雪。", Answer: "雪", Poem: 2, Wrong: []string{"月", "山", "水"}},
-		{Kind: TaskScene, Prompt: "这一联写的是哪个景物？两株桃杏映篱斜，妆点商山副使家。", Answer: "山", Poem: 3, Wrong: []string{"水", "花", "风"}},
-		// three scenery characters (花, 风, 雨): the form
-		{Kind: TaskForm, Prompt: "这一联是五言还是七言？刘郎自爱看花好，不管风吹雨打斜。", Answer: "七言", Poem: 3, Wrong: []string{"四言", "五言", "六言"}},
+		{Prompt: "这一联是五言还是七言？床前明月光，疑是地上霜。", Answer: "五言", Poem: 0, Wrong: five},
+		{Prompt: "这一联是五言还是七言？举头望明月，低头思故乡。", Answer: "五言", Poem: 0, Wrong: five},
+		{Prompt: "这一联是五言还是七言？春眠不觉晓，处处闻啼鸟。", Answer: "五言", Poem: 1, Wrong: five},
+		{Prompt: "这一联是五言还是七言？白日依山尽，黄河入海流。", Answer: "五言", Poem: 1, Wrong: five},
+		{Prompt: "这一联是五言还是七言？孤舟蓑笠翁，独钓寒江雪。", Answer: "五言", Poem: 2, Wrong: five},
+		{Prompt: "这一联是五言还是七言？两株桃杏映篱斜，妆点商山副使家。", Answer: "七言", Poem: 3, Wrong: seven},
+		{Prompt: "这一联是五言还是七言？刘郎自爱看花好，不管风吹雨打斜。", Answer: "七言", Poem: 3, Wrong: seven},
 	}
 	if !reflect.DeepEqual(qs, want) {
 		t.Fatalf("questions = %q\nwant %q", qs, want)
@@ -109,7 +107,7 @@ func TestInstructionsAndSplit(t *testing.T) {
 // </s> carry labels.
 func TestLabelsMaskThePrompt(t *testing.T) {
 	dir := t.TempDir()
-	q := Question{Kind: TaskForm, Prompt: FormQuestion + "床前明月光，疑是地上霜。", Answer: "五言"}
+	q := Question{Prompt: FormQuestion + "床前明月光，疑是地上霜。", Answer: "五言"}
 	tok, err := WriteCharTokenizer(dir, Chars("问答：\n", q.Prompt, q.Answer))
 	if err != nil {
 		t.Fatal(err)
