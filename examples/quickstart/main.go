@@ -660,11 +660,16 @@ func roundTrip(sp *spec, pm *peft.Model, base *llama.Model, cache string, fresh 
 		cfg.Temperature, cfg.TopP, cfg.TopK, Seed)
 	seed := int64(Seed)
 	cfg.Seed = &seed
+	// the first held-out couplet of each poem, until there are three of
+	// each form
 	var qs []Question
+	seen, per := map[int]bool{}, map[string]int{}
 	for _, q := range ev.qs {
-		if len(qs) < 6 {
+		if !seen[q.Poem] && per[q.Answer] < 3 {
 			qs = append(qs, q)
+			per[q.Answer]++
 		}
+		seen[q.Poem] = true
 	}
 	answers, err := ev.generate(reloaded, qs, cfg)
 	if err != nil {
