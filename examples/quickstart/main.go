@@ -10,11 +10,9 @@
 //     text of every poem — 《title》, 作者：author, the verse — as a
 //     character-level language model, and cached as a HF folder in
 //     ~/.cache/gopeft/quickstart (retrained when missing or unreadable).
-//  2. An instruction task is built from the poems' regular couplets (two
-//     half-lines of 5 or 7 characters, from anywhere in the poem): a
-//     couplet that names exactly one of 月山水花风云雨雪 is asked
-//     这一联写的是哪个景物？<couplet> → that character, any other one
-//     这一联是五言还是七言？<couplet> → 五言 or 七言. The answers follow
+//  2. The task is built from the poems' regular couplets (two half-lines
+//     of 5 or 7 characters, up to MaxCouplets from anywhere in a poem):
+//     这一联是五言还是七言？<couplet> → 五言 or 七言. The answer follows
 //     from the couplet in the question, so what tuning teaches carries over
 //     to unseen couplets. The set is split by poem: one poem in eight is
 //     held out and none of its couplets is trained on.
@@ -29,7 +27,7 @@
 //  4. The adapter is saved, reloaded with peft.Load on a fresh base (same
 //     answers), merged with MergeAndUnload (same answers), and a few
 //     held-out questions are answered with the sampling settings of the
-//     base's generation_config.json.
+//     base's generation_config.json (and top-k 5).
 //  5. The before/after accuracy of every method run is drawn as grouped
 //     bars (charts.Accuracy) into the output folder.
 //
