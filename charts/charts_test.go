@@ -232,3 +232,49 @@ func TestMemoryBars(t *testing.T) {
 	_, err = charts.MemoryBars(nil, "", filepath.Join(dir, "none"))
 	require.ErrorContains(t, err, "no estimates")
 }
+
+// Each group gets a grey bar (before) and a blue one (after) whose heights
+// are in the ratio of the values, each labelled with its percentage; the
+// group labels and the legend are texts of the SVG.
+func TestAccuracy(t *testing.T) {
+	dir := t.TempDir()
+	groups := []charts.BeforeAfter{{Label: "LoRA", Before: 0, After: 0.96}, {Label: "IA3", Before: 0.1, After: 0.48}}
+	files, err := charts.Accuracy(groups, "held-out accuracy", filepath.Join(dir, "accuracy"))
+	require.NoError(t, err)
+	require.Equal(t, []string{filepath.Join(dir, "accuracy.svg"), filepath.Join(dir, "accuracy.png")}, files)
+	doc := readSVG(t, files[0])
+	bars := func(c color.RGBA) (xs, heights []float64) {
+		for _, p := range doc.paths {
+			if p.fill == hex(c) && len(p.pts) >= 4 {
+				lo, hi := p.pts[0][1], p.pts[0][1]
+				for _, q := range p.pts {
+					lo, hi = min(lo, q[1]), max(hi, q[1])
+				}
+				xs = append(xs, p.pts[0][0])
+				heights = append(heights, hi-lo)
+			}
+		}
+		return xs, heights
+	}
+	// before: a zero-height bar for LoRA, IA3's, then the legend swatch
+	bx, bh := bars(charts.BeforeColor)
+	ax, ah := bars(charts.AfterColor)
+	require.Len(t, bh, 3)
+	require.Len(t, ah, 3)
+	require.InDelta(t, 0, bh[0], 1e-6)
+	require.InDelta(t, 0.96/0.48, ah[0]/ah[1], 0.01)
+	require.InDelta(t, 0.48/0.1, ah[1]/bh[1], 0.05)
+	// the after bar stands right of its before bar, the groups in order
+	require.Less(t, bx[0], ax[0])
+	require.Less(t, ax[0], bx[1])
+	require.Less(t, bx[1], ax[1])
+	for _, want := range []string{"held-out accuracy", "LoRA", "IA3", "before tuning", "after tuning", "accuracy (%)", "0%", "96%", "10%", "48%"} {
+		require.Contains(t, doc.texts, want)
+	}
+	requirePNG(t, files[1], 480, 432) // 5 in (the minimum width) × 4.5 in at 96 dpi
+
+	_, err = charts.Accuracy(nil, "", filepath.Join(dir, "none"))
+	require.ErrorContains(t, err, "no accuracies")
+	_, err = charts.Accuracy([]charts.BeforeAfter{{Label: "prompt", Before: 0, After: 1.5}}, "", filepath.Join(dir, "bad"))
+	require.ErrorContains(t, err, "prompt")
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -152,81 +151,72 @@ func (p *Poem) Text() string {
 	return "《" + p.Title + "》\n作者：" + p.Author + "\n" + strings.Join(p.Lines, "\n")
 }
 
-// Opening is the poem's title, author and first n verse lines.
-func (p *Poem) Opening(n int) string {
-	q := *p
-	q.Lines = q.Lines[:min(n, len(q.Lines))]
-	return q.Text()
-}
+// The task: 这一联是五言还是七言？<couplet> → 五言 or 七言. The answer
+// follows from the couplet in the question (the length of its half-lines),
+// so it can be given for any couplet, also of a poem never trained on: the
+// model has to learn the rule, not the poem.
+const FormQuestion = "这一联是五言还是七言？"
 
-// Task kinds of the instruction set.
-const (
-	TaskAuthor   = "author"   // 《静夜思》的作者是谁？ → 李白
-	TaskContinue = "continue" // 续写下一句：床前明月光 → 疑是地上霜
-)
+// Forms are the answers by half-line length, and the wrong choices.
+var Forms = map[int]string{4: "四言", 5: "五言", 6: "六言", 7: "七言"}
 
 // Question is one instruction with its expected answer.
 type Question struct {
-	Kind   string
 	Prompt string
 	Answer string
 	Poem   int      // index of the poem it was built from
 	Wrong  []string // wrong choices, for rank classification
 }
 
-// Instructions builds the instruction task from poems: for every poem whose
-// title names a single author, 《title》的作者是谁？ → author; and for its
-// first maxPairs couplets, 续写下一句：first half-line → second half-line.
-// Each question also gets three wrong choices for rank classification:
-// other poems' authors (drawn as often as they wrote), or other poems'
-// half-lines of the same length.
-func Instructions(poems []Poem, maxPairs int, seed int64) []Question {
-	rng := rand.New(rand.NewSource(seed))
-	authors := map[string]map[string]bool{}
-	var byAuthor []string
-	byLen := map[int][]string{}
-	for _, p := range poems {
-		byAuthor = append(byAuthor, p.Author)
-		h := p.Halves()
-		for j := 1; j < len(h) && j/2 < maxPairs; j += 2 {
-			byLen[utf8.RuneCountInString(h[j])] = append(byLen[utf8.RuneCountInString(h[j])], h[j])
-		}
-		if authors[p.Title] == nil {
-			authors[p.Title] = map[string]bool{}
-		}
-		authors[p.Title][p.Author] = true
-	}
-	var qs []Question
-	for i, p := range poems {
-		if len(authors[p.Title]) == 1 {
-			if q := (Question{Kind: TaskAuthor, Prompt: "《" + p.Title + "》的作者是谁？", Answer: p.Author, Poem: i,
-				Wrong: draw(rng, byAuthor, p.Author)}); len(q.Wrong) == 3 {
-				qs = append(qs, q)
-			}
-		}
-		h := p.Halves()
-		for j := 0; j+1 < len(h) && j/2 < maxPairs; j += 2 {
-			q := Question{Kind: TaskContinue, Prompt: "续写下一句：" + h[j], Answer: h[j+1], Poem: i,
-				Wrong: draw(rng, byLen[utf8.RuneCountInString(h[j+1])], h[j+1])}
-			if len(q.Wrong) == 3 { // not when too few half-lines have its length
-				qs = append(qs, q)
-			}
-		}
-	}
-	return qs
-}
+// Couplet is two half-lines of the same length, 5 or 7 characters: the
+// regular couplet (联) of 五言 and 七言 verse.
+type Couplet struct{ First, Second string }
 
-// draw picks up to 3 distinct entries of pool other than not.
-func draw(rng *rand.Rand, pool []string, not string) []string {
-	var out []string
-	seen := map[string]bool{not: true}
-	for tries := 0; len(out) < 3 && tries < 100; tries++ {
-		if s := pool[rng.Intn(len(pool))]; !seen[s] {
-			seen[s] = true
-			out = append(out, s)
+// String is the couplet as printed: 床前明月光，疑是地上霜。
+func (c Couplet) String() string { return c.First + "，" + c.Second + "。" }
+
+// Couplets pairs the poem's half-lines in order (first with second, third
+// with fourth, …) and keeps the regular pairs, from the whole poem.
+func (p *Poem) Couplets() []Couplet {
+	h := p.Halves()
+	var out []Couplet
+	for j := 0; j+1 < len(h); j += 2 {
+		n := utf8.RuneCountInString(h[j])
+		if (n == 5 || n == 7) && utf8.RuneCountInString(h[j+1]) == n {
+			out = append(out, Couplet{h[j], h[j+1]})
 		}
 	}
 	return out
+}
+
+// Instructions builds the instruction task from poems: up to maxPairs
+// couplets of each poem, spread over the whole poem (all of them when it
+// has no more), each asked 这一联是五言还是七言？<couplet> → 五言 or 七言.
+// Each question also gets three wrong choices for rank classification: the
+// other forms (四言, 六言, and 七言 or 五言).
+func Instructions(poems []Poem, maxPairs int) []Question {
+	var qs []Question
+	for i, p := range poems {
+		cs := p.Couplets()
+		if len(cs) > maxPairs {
+			picked := make([]Couplet, maxPairs)
+			for j := range picked {
+				picked[j] = cs[j*len(cs)/maxPairs]
+			}
+			cs = picked
+		}
+		for _, c := range cs {
+			n := utf8.RuneCountInString(c.First)
+			q := Question{Prompt: FormQuestion + c.String(), Answer: Forms[n], Poem: i}
+			for _, m := range []int{4, 5, 6, 7} {
+				if m != n {
+					q.Wrong = append(q.Wrong, Forms[m])
+				}
+			}
+			qs = append(qs, q)
+		}
+	}
+	return qs
 }
 
 // Split puts every heldOut-th poem (by index, after a seeded shuffle) in

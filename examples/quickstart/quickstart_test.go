@@ -45,37 +45,47 @@ func TestLoadPoemsMissing(t *testing.T) {
 	}
 }
 
+func TestCouplets(t *testing.T) {
+	p := Poem{Lines: []string{
+		"床前明月光，疑是地上霜。",
+		"举头望明月，低头思故乡。",
+		"三字句，不成联。",            // 3 characters: not a regular couplet
+		"君不见黄河之水天上来，奔流到海不复回。", // 9 characters
+		"两株桃杏映篱斜，妆点商山副使家，",    // a couplet over a line ending in ，
+		"五言对七言，七个字的半句诗。",      // unequal halves
+		"孤句。", // a half-line without its pair
+	}}
+	want := []Couplet{{"床前明月光", "疑是地上霜"}, {"举头望明月", "低头思故乡"}, {"两株桃杏映篱斜", "妆点商山副使家"}}
+	if got := p.Couplets(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("couplets = %q\nwant %q", got, want)
+	}
+	if s := want[0].String(); s != "床前明月光，疑是地上霜。" {
+		t.Fatalf("String() = %q", s)
+	}
+}
+
 func TestInstructionsAndSplit(t *testing.T) {
 	poems := []Poem{
 		{Title: "静夜思", Author: "李白", Lines: []string{"床前明月光，疑是地上霜。", "举头望明月，低头思故乡。"}},
-		{Title: "送别", Author: "王维", Lines: []string{"下马饮君酒，问君何所之。"}},
-		{Title: "送别", Author: "某人", Lines: []string{"甲乙丙丁戊，己庚辛壬癸。"}},
-		{Title: "甲", Author: "甲", Lines: []string{"甲，乙。"}},
-		{Title: "乙", Author: "乙", Lines: []string{"丙，丁。"}},
+		{Title: "长诗", Author: "某人", Lines: []string{
+			"春眠不觉晓，处处闻啼鸟。", "夜来风雨声，花落知多少。", "白日依山尽，黄河入海流。", "欲穷千里目，更上一层楼。"}},
+		{Title: "江雪", Author: "柳宗元", Lines: []string{"孤舟蓑笠翁，独钓寒江雪。"}},
+		{Title: "七言", Author: "某人", Lines: []string{"两株桃杏映篱斜，妆点商山副使家。", "刘郎自爱看花好，不管风吹雨打斜。"}},
+		{Title: "乐府", Author: "某人", Lines: []string{"上邪，我欲与君相知。"}}, // no regular couplet
 	}
-	qs := Instructions(poems, 2, 1)
+	qs := Instructions(poems, 2) // of 长诗's 4 couplets, the 1st and the 3rd
+	five, seven := []string{"四言", "六言", "七言"}, []string{"四言", "五言", "六言"}
 	want := []Question{
-		{Kind: TaskAuthor, Prompt: "《静夜思》的作者是谁？", Answer: "李白", Poem: 0},
-		{Kind: TaskContinue, Prompt: "续写下一句：床前明月光", Answer: "疑是地上霜", Poem: 0},
-		{Kind: TaskContinue, Prompt: "续写下一句：举头望明月", Answer: "低头思故乡", Poem: 0},
-		// 《送别》 has two authors: no author question for either.
-		{Kind: TaskContinue, Prompt: "续写下一句：下马饮君酒", Answer: "问君何所之", Poem: 1},
-		{Kind: TaskContinue, Prompt: "续写下一句：甲乙丙丁戊", Answer: "己庚辛壬癸", Poem: 2},
-		// Only two one-character half-lines: too few wrong choices, no question.
-		{Kind: TaskAuthor, Prompt: "《甲》的作者是谁？", Answer: "甲", Poem: 3},
-		{Kind: TaskAuthor, Prompt: "《乙》的作者是谁？", Answer: "乙", Poem: 4},
-	}
-	for i := range qs {
-		// Wrong choices: other authors, or same-length half-lines of the others.
-		for _, w := range qs[i].Wrong {
-			if w == qs[i].Answer || len([]rune(w)) != len([]rune(qs[i].Answer)) && qs[i].Kind == TaskContinue {
-				t.Fatalf("question %d: wrong choice %q", i, w)
-			}
-		}
-		qs[i].Wrong = nil
+		{Prompt: "这一联是五言还是七言？床前明月光，疑是地上霜。", Answer: "五言", Poem: 0, Wrong: five},
+		{Prompt: "这一联是五言还是七言？举头望明月，低头思故乡。", Answer: "五言", Poem: 0, Wrong: five},
+		{Prompt: "这一联是五言还是七言？春眠不觉晓，处处闻啼鸟。", Answer: "五言", Poem: 1, Wrong: five},
+		{Prompt: "这一联是五言还是七言？白日依山尽，黄河入海流。", Answer: "五言", Poem: 1, Wrong: five},
+		{Prompt: "这一联是五言还是七言？孤舟蓑笠翁，独钓寒江雪。", Answer: "五言", Poem: 2, Wrong: five},
+		{Prompt: "这一联是五言还是七言？两株桃杏映篱斜，妆点商山副使家。", Answer: "七言", Poem: 3, Wrong: seven},
+		{Prompt: "这一联是五言还是七言？刘郎自爱看花好，不管风吹雨打斜。", Answer: "七言", Poem: 3, Wrong: seven},
 	}
 	if !reflect.DeepEqual(qs, want) {
-		t.Fatalf("questions = %#v", qs)
+		t.Fatalf("questions = %q\nwant %q", qs, want)
 	}
 	tr, te := Split(qs, len(poems), 2, 1)
 	if len(tr)+len(te) != len(qs) || len(te) == 0 || len(tr) == 0 {
@@ -97,7 +107,7 @@ func TestInstructionsAndSplit(t *testing.T) {
 // </s> carry labels.
 func TestLabelsMaskThePrompt(t *testing.T) {
 	dir := t.TempDir()
-	q := Question{Kind: TaskAuthor, Prompt: "《静夜思》的作者是谁？", Answer: "李白"}
+	q := Question{Prompt: FormQuestion + "床前明月光，疑是地上霜。", Answer: "五言"}
 	tok, err := WriteCharTokenizer(dir, Chars("问答：\n", q.Prompt, q.Answer))
 	if err != nil {
 		t.Fatal(err)
@@ -136,5 +146,34 @@ func TestLabelsMaskThePrompt(t *testing.T) {
 	}
 	if got := tok.Decode([]int{int(s.InputIDs[1]), int(s.InputIDs[2])}, true); got != "问：" {
 		t.Fatalf("characters decode to %q (want no spaces between them)", got)
+	}
+}
+
+// The base's vocabulary (the poems' characters and promptChars) covers
+// every question built from those poems; a character outside it is an
+// error naming the question.
+func TestVocabularyCoversTheQuestions(t *testing.T) {
+	poems := []Poem{
+		{Title: "江雪", Author: "柳宗元", Lines: []string{"千山鸟飞绝，万径人踪灭。", "孤舟蓑笠翁，独钓寒江雪。"}},
+		{Title: "七言", Author: "某人", Lines: []string{"两株桃杏映篱斜，妆点商山副使家。"}},
+	}
+	texts := []string{promptChars}
+	for _, p := range poems {
+		texts = append(texts, p.Text())
+	}
+	tok, err := WriteCharTokenizer(t.TempDir(), Chars(texts...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs := Instructions(poems, 8)
+	if len(qs) != 3 {
+		t.Fatalf("%d questions: %q", len(qs), qs)
+	}
+	if err := covers(tok, qs); err != nil {
+		t.Fatal(err)
+	}
+	qs[0].Prompt += "？未见"
+	if err := covers(tok, qs); err == nil || !strings.Contains(err.Error(), qs[0].Prompt) {
+		t.Fatalf("err = %v, want one naming %q", err, qs[0].Prompt)
 	}
 }
