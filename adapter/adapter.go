@@ -74,11 +74,15 @@ func Wrap(base models.CausalLM, cfg *Config) (*peft.Model, error) {
 // the attention output projection (mh_adapter) and the feed-forward output
 // projection (output_adapter).
 var DefaultModules = map[string][2][]string{
-	"llama":   {{"self_attn.o_proj"}, {"mlp.down_proj"}},
-	"mistral": {{"self_attn.o_proj"}, {"mlp.down_proj"}},
-	"qwen2":   {{"self_attn.o_proj"}, {"mlp.down_proj"}},
-	"bloom":   {{"self_attention.dense"}, {"mlp.dense_4h_to_h"}},
-	"gpt2":    {{"attn.c_proj"}, {"mlp.c_proj"}},
+	"llama":       {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"mistral":     {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"qwen2":       {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"qwen3":       {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"phi3":        {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"gemma2":      {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"gemma3_text": {{"self_attn.o_proj"}, {"mlp.down_proj"}},
+	"bloom":       {{"self_attention.dense"}, {"mlp.dense_4h_to_h"}},
+	"gpt2":        {{"attn.c_proj"}, {"mlp.c_proj"}},
 	// BERT's feed-forward output is layer.N.output.dense; "output.dense"
 	// alone would also match attention.output.dense
 	"bert": {{"attention.output.dense"}, {"layer.*.output.dense"}},

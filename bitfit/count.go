@@ -114,7 +114,7 @@ func BiasParamsFromConfig(configJSON []byte) (int64, error) {
 			n += labels
 		}
 		return n, nil
-	case "llama", "mistral", "qwen2":
+	case "llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text":
 		h, err := first("hidden_size", c.HiddenSize)
 		if err != nil {
 			return 0, err
@@ -132,6 +132,9 @@ func BiasParamsFromConfig(configJSON []byte) (int64, error) {
 			kv = *c.NumKeyValueHeads
 		}
 		d := h / heads
+		if c.ModelType == "gemma2" || c.ModelType == "gemma3_text" {
+			d = 256 // transformers' default head_dim for Gemma
+		}
 		if c.HeadDim != nil {
 			d = *c.HeadDim
 		}
@@ -152,5 +155,5 @@ func BiasParamsFromConfig(configJSON []byte) (int64, error) {
 		}
 		return l * perLayer, nil
 	}
-	return 0, fmt.Errorf("bitfit: config.json: model_type %q is not known to BiasParamsFromConfig (bert, bloom, gpt2, llama, mistral, qwen2)", c.ModelType)
+	return 0, fmt.Errorf("bitfit: config.json: model_type %q is not known to BiasParamsFromConfig (bert, bloom, gpt2, llama, mistral, qwen2, qwen3, phi3, gemma2, gemma3_text)", c.ModelType)
 }

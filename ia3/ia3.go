@@ -45,6 +45,7 @@ var DefaultTargets = map[string][]string{
 	"gpt2": {"c_attn", "mlp.c_proj"}, "bert": {"key", "value", "output.dense"},
 	"t5": {"k", "v", "wo"}, "gpt_neox": {"query_key_value", "dense_4h_to_h"},
 	"falcon": {"query_key_value", "dense_4h_to_h"}, "opt": {"q_proj", "k_proj", "fc2"}, "qwen3": {"q_proj", "v_proj", "down_proj"},
+	"gemma": {"q_proj", "v_proj", "down_proj"}, "gemma2": {"q_proj", "v_proj", "down_proj"}, "gemma3_text": {"q_proj", "v_proj", "down_proj"},
 }
 
 // DefaultFeedforward are PEFT's default feedforward_modules per model_type
@@ -53,6 +54,7 @@ var DefaultFeedforward = map[string][]string{
 	"llama": {"down_proj"}, "mistral": {"down_proj"}, "qwen2": {"down_proj"},
 	"bloom": {"mlp.dense_4h_to_h"}, "gpt2": {"mlp.c_proj"}, "bert": {"output.dense"},
 	"t5": {"wo"}, "gpt_neox": {"dense_4h_to_h"}, "falcon": {"dense_4h_to_h"}, "opt": {"fc2"}, "qwen3": {"down_proj"},
+	"gemma": {"down_proj"}, "gemma2": {"down_proj"}, "gemma3_text": {"down_proj"},
 }
 
 // Prepare implements peft.TunerConfig: unset target_modules /

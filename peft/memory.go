@@ -12,8 +12,8 @@ import (
 // ModelShape is what the memory estimate needs of a model, read from its
 // config.json alone (so a job can be sized before downloading weights).
 type ModelShape struct {
-	// Family is the architecture: "llama" (LLaMA, Qwen2, Mistral),
-	// "bloom" or "gpt2".
+	// Family is the architecture: "llama" (LLaMA, Qwen2/3, Mistral,
+	// Phi-3), "gemma" (Gemma 2, Gemma 3 text), "bloom" or "gpt2".
 	Family    string
 	ModelType string // config.json's model_type
 	Hidden    int64  // hidden_size / n_embd / n_embed
@@ -68,14 +68,16 @@ func ParseModelShape(path string, data []byte) (*ModelShape, error) {
 	m := &ModelShape{ModelType: mt}
 	var err error
 	switch mt {
-	case "llama", "qwen2", "mistral":
+	case "llama", "qwen2", "qwen3", "mistral", "phi3":
 		m.Family = "llama"
 	case "bloom":
 		m.Family = "bloom"
 	case "gpt2":
 		m.Family = "gpt2"
+	case "gemma2", "gemma3_text":
+		m.Family = "gemma"
 	default:
-		return nil, fmt.Errorf("peft: estimate: %s: model_type %q is not one the estimate knows (llama, qwen2, mistral, bloom, gpt2)", path, mt)
+		return nil, fmt.Errorf("peft: estimate: %s: model_type %q is not one the estimate knows (llama, qwen2, qwen3, mistral, phi3, gemma2, gemma3_text, bloom, gpt2)", path, mt)
 	}
 	if m.Hidden, err = need("hidden_size", "n_embd", "n_embed"); err != nil {
 		return nil, err
@@ -94,6 +96,9 @@ func ParseModelShape(path string, data []byte) (*ModelShape, error) {
 		m.KVHeads = v
 	}
 	m.HeadDim = m.Hidden / m.Heads
+	if m.Family == "gemma" {
+		m.HeadDim = 256 // transformers' default for Gemma 2/3
+	}
 	if v, ok := num("head_dim"); ok && v > 0 {
 		m.HeadDim = v
 	}
@@ -107,6 +112,13 @@ func ParseModelShape(path string, data []byte) (*ModelShape, error) {
 		bias, _ := raw["attention_bias"].(bool)
 		m.QKVBias = bias || mt == "qwen2"
 		m.OBias = bias && mt != "qwen2"
+	case "gemma":
+		if m.Intermediate, err = need("intermediate_size"); err != nil {
+			return nil, err
+		}
+		m.Tied = !hasTied || tied // Gemma ties by default
+		bias, _ := raw["attention_bias"].(bool)
+		m.QKVBias, m.OBias = bias, bias
 	case "bloom":
 		m.Intermediate = 4 * m.Hidden
 		m.Tied = !hasTied || tied
@@ -149,6 +161,14 @@ func (m *ModelShape) linears() []linearShape {
 			{name: "mlp.c_proj", in: i, out: h, bias: true, feedfwd: true},
 		}
 	}
+	if m.ModelType == "phi3" { // fused projections
+		return []linearShape{
+			{name: "qkv_proj", in: h, out: q + 2*kv, bias: m.QKVBias, attention: true},
+			{name: "o_proj", in: q, out: h, bias: m.OBias, attention: true},
+			{name: "gate_up_proj", in: h, out: 2 * i},
+			{name: "down_proj", in: i, out: h, feedfwd: true},
+		}
+	}
 	return []linearShape{
 		{name: "q_proj", in: h, out: q, bias: m.QKVBias, attention: true},
 		{name: "k_proj", in: h, out: kv, bias: m.QKVBias, attention: true},
@@ -163,7 +183,7 @@ func (m *ModelShape) linears() []linearShape {
 // normParams is the parameters of one norm layer (RMSNorm: weight;
 // LayerNorm: weight and bias).
 func (m *ModelShape) normParams() int64 {
-	if m.Family == "llama" {
+	if m.Family == "llama" || m.Family == "gemma" {
 		return m.Hidden
 	}
 	return 2 * m.Hidden
@@ -181,10 +201,19 @@ func (m *ModelShape) LayerParams() (total, linearWeights, biases int64) {
 		}
 	}
 	biases = linBias
-	if m.Family != "llama" {
+	norms := int64(2)
+	switch m.Family {
+	case "gemma":
+		norms = 4 // pre/post attention, pre/post feed-forward RMSNorms
+	case "llama":
+	default:
 		biases += 2 * m.Hidden // the two LayerNorms' biases
 	}
-	return linearWeights + linBias + 2*m.normParams(), linearWeights, biases
+	total = linearWeights + linBias + norms*m.normParams()
+	if m.ModelType == "qwen3" || m.ModelType == "gemma3_text" {
+		total += 2 * m.HeadDim // q_norm, k_norm
+	}
+	return total, linearWeights, biases
 }
 
 // Params is the model's parameter count (a tied lm_head counted once, as
@@ -291,6 +320,10 @@ func defaultTargets(m *ModelShape, method string) []string {
 			return []string{"query_key_value", "dense_4h_to_h"}
 		case "gpt2":
 			return []string{"c_attn", "mlp.c_proj"}
+		}
+		switch m.ModelType {
+		case "qwen2", "qwen3", "gemma2", "gemma3_text":
+			return []string{"q_proj", "v_proj", "down_proj"}
 		}
 		return []string{"k_proj", "v_proj", "down_proj"}
 	}
@@ -516,7 +549,7 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 // layer saves for backward at batch b and sequence s (see EstimateMemory).
 func (m *ModelShape) LayerActivations(b, s int64) int64 {
 	h, I, a := m.Hidden, m.Intermediate, m.Heads
-	if m.Family == "llama" {
+	if m.Family == "llama" || m.Family == "gemma" {
 		return s*b*h*8 + 2*s*b*m.KVHeads*m.HeadDim + 4*s*b*I + a*s*s*b
 	}
 	return 8*s*b*h + 2*s*b*I + a*s*s*b

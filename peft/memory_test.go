@@ -188,3 +188,36 @@ func TestTable(t *testing.T) {
 	require.Contains(t, tab, "12.55") // bf16 weights of 6.74 B parameters in GiB
 	require.False(t, math.IsNaN(float64(es[0].Total)))
 }
+
+// The estimate's parameter count from a real config.json alone equals the
+// published model size, for the families of issue 21 (the counts the
+// library's own model trees give for these configs, tested in
+// models/llama and models/gemma).
+func TestModelShapeRealConfigs(t *testing.T) {
+	for _, tc := range []struct {
+		file   string
+		params int64
+		family string
+	}{
+		{"../testdata/configs/llama-3.2-1b.json", 1_235_814_400, "llama"},
+		{"../testdata/configs/qwen3-0.6b.json", 596_049_920, "llama"},
+		{"../testdata/configs/phi-4-mini.json", 3_836_021_760, "llama"},
+		{"../testdata/ref/gemma-3-1b/config.json", 999_885_952, "gemma"},
+	} {
+		m, err := peft.ReadModelShape(tc.file)
+		require.NoError(t, err, tc.file)
+		require.Equal(t, tc.family, m.Family, tc.file)
+		require.Equal(t, tc.params, m.Params(), tc.file)
+		for _, method := range peft.Methods {
+			if method == "bitfit" {
+				continue // no biases in these configs
+			}
+			o := peft.MemoryOptions{Method: method, Batch: 1, Seq: 128}
+			if m.ModelType == "phi3" { // PEFT has no default targets for Phi-3: name them
+				o.TargetModules = []string{"qkv_proj", "down_proj"}
+			}
+			_, err := peft.EstimateMemory(m, o)
+			require.NoError(t, err, "%s %s", tc.file, method)
+		}
+	}
+}
