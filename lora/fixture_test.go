@@ -4,9 +4,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
@@ -95,22 +95,7 @@ func TestLoRAFixtures(t *testing.T) {
 			require.NoError(t, err)
 			require.LessOrEqual(t, maxDiff(logitsOf(t, merged, e), e.f32(t, "logits_merged")), 1e-4)
 			// every changed parameter equals PEFT's merged value
-			params := map[string]*nn.Param{}
-			for _, np := range nn.NamedParams(merged) {
-				params[np.Name] = np.Param
-			}
-			s := tensor.NoGradScope()
-			defer s.Close()
-			n := 0
-			for _, key := range e.set.Names() {
-				if !strings.HasPrefix(key, "merged.") {
-					continue
-				}
-				p, ok := params[strings.TrimPrefix(key, "merged.")]
-				require.True(t, ok, key)
-				require.LessOrEqual(t, maxDiff(s.Float32s(p.T()), e.f32(t, key)), 1e-5, key)
-				n++
-			}
+			n := testutil.RequireMergedParams(t, merged, e.set)
 			require.Greater(t, n, 0)
 			for _, np := range nn.NamedParams(merged) {
 				require.NotContains(t, np.Name, "lora_")

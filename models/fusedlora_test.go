@@ -1,7 +1,6 @@
 package models_test
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/gopeft/peft/internal/testutil"
@@ -9,9 +8,7 @@ import (
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/bloom"
 	"github.com/gopeft/peft/models/gpt2"
-	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
-	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
 
@@ -56,22 +53,7 @@ func TestLoRAFusedQKVFixtures(t *testing.T) {
 			d = testutil.MaxDiff(logits(merged), e.F32(t, "logits_merged"))
 			t.Logf("merged max abs diff %.3g", d)
 			require.LessOrEqual(t, d, 1e-4)
-			params := map[string]*nn.Param{}
-			for _, np := range nn.NamedParams(merged) {
-				params[np.Name] = np.Param
-			}
-			s := tensor.NoGradScope()
-			defer s.Close()
-			n := 0
-			for _, key := range e.Set.Names() {
-				if !strings.HasPrefix(key, "merged.") {
-					continue
-				}
-				p, ok := params[strings.TrimPrefix(key, "merged.")]
-				require.True(t, ok, key)
-				require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(p.T()), e.F32(t, key)), 1e-5, key)
-				n++
-			}
+			n := testutil.RequireMergedParams(t, merged, e.Set)
 			require.Equal(t, tc.merged, n)
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gopeft/peft/models"
@@ -234,4 +235,31 @@ func IDsLogits(t testing.TB, m Forwarder, ids []int64, rows int) []float32 {
 	out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, int64(rows), int64(len(ids)/rows))})
 	require.NoError(t, s.Err())
 	return s.Float32s(out.Logits)
+}
+
+// RequireMergedParams asserts that every "merged.<name>" tensor of the
+// golden file equals parameter <name> of merged (PEFT's merged weights)
+// within 1e-5, and returns how many there were.
+func RequireMergedParams(t testing.TB, merged nn.Module, set *safetensors.Set) int {
+	t.Helper()
+	params := map[string]*nn.Param{}
+	for _, np := range nn.NamedParams(merged) {
+		params[np.Name] = np.Param
+	}
+	s := tensor.NoGradScope()
+	defer s.Close()
+	n := 0
+	for _, key := range set.Names() {
+		name, ok := strings.CutPrefix(key, "merged.")
+		if !ok {
+			continue
+		}
+		p, ok := params[name]
+		require.True(t, ok, key)
+		b, err := set.Data(key)
+		require.NoError(t, err, key)
+		require.LessOrEqual(t, MaxDiff(s.Float32s(s.To(p.T(), tensor.Float32)), safetensors.Float32s(b)), 1e-5, key)
+		n++
+	}
+	return n
 }

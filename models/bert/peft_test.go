@@ -2,7 +2,6 @@ package bert_test
 
 import (
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/gopeft/peft/adapter"
@@ -87,22 +86,7 @@ func TestLoRASeqClsFixture(t *testing.T) {
 	d = testutil.MaxDiff(f.run(t, merged), f.f32(t, "logits_merged"))
 	t.Logf("merged max abs diff %.3g", d)
 	require.LessOrEqual(t, d, 1e-4)
-	params := map[string]*nn.Param{}
-	for _, np := range nn.NamedParams(merged) {
-		params[np.Name] = np.Param
-	}
-	s := tensor.NoGradScope()
-	defer s.Close()
-	n := 0
-	for _, key := range f.set.Names() {
-		if !strings.HasPrefix(key, "merged.") {
-			continue
-		}
-		p, ok := params[strings.TrimPrefix(key, "merged.")]
-		require.True(t, ok, key)
-		require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(p.T()), f.f32(t, key)), 1e-5, key)
-		n++
-	}
+	n := testutil.RequireMergedParams(t, merged, f.set)
 	require.Equal(t, 6, n)
 	merged.(*bert.ForSequenceClassification).Free()
 }
