@@ -33,9 +33,12 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -116,6 +119,18 @@ type Group struct {
 	broken  error
 }
 
+// catchSIGPIPE keeps a dead peer from killing this process: Gloo's threads
+// (not Go's) write to the peer's socket, and a SIGPIPE raised there would
+// end the process with the signal's default action before the collective
+// could report "another rank's process has died". With SIGPIPE caught
+// (os/signal.Notify), such a write fails with EPIPE, which Gloo turns into
+// the error Init's group returns. The catch is process-wide: once a group
+// exists, a write to a closed stdout also fails with EPIPE instead of
+// ending the process.
+var catchSIGPIPE = sync.OnceFunc(func() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+})
+
 var generation struct {
 	sync.Mutex
 	n int
@@ -156,6 +171,7 @@ func Init(env Env, opts Options) (*Group, error) {
 	default:
 		return nil, fmt.Errorf("dist: unknown backend %q (gloo or nccl)", backend)
 	}
+	catchSIGPIPE()
 	generation.Lock()
 	gen := generation.n
 	generation.n++
