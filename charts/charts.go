@@ -19,7 +19,6 @@ import (
 
 	"github.com/gopeft/peft/internal/fsutil"
 	"github.com/gopeft/peft/peft"
-	"github.com/gopeft/peft/train"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
@@ -44,14 +43,23 @@ var (
 // as `peft estimate` names its columns.
 var MemoryComponents = []string{"framework", "weights", "activations", "gradients", "optimizer", "allocator"}
 
+// Record is the part of a train.Record (one line of the Trainer's
+// metrics.jsonl) the charts draw; the JSON keys are the Trainer's.
+type Record struct {
+	Step     int      `json:"step"`
+	Loss     *float64 `json:"loss,omitempty"`
+	LR       *float64 `json:"lr,omitempty"`
+	EvalLoss *float64 `json:"eval_loss,omitempty"`
+}
+
 // ReadMetrics reads a Trainer's metrics.jsonl (one train.Record a line).
 // A line that is not a record is an error naming the file and line.
-func ReadMetrics(path string) ([]train.Record, error) {
+func ReadMetrics(path string) ([]Record, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var recs []train.Record
+	var recs []Record
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -59,7 +67,7 @@ func ReadMetrics(path string) ([]train.Record, error) {
 		if line == "" {
 			continue
 		}
-		var r train.Record
+		var r Record
 		dec := json.NewDecoder(strings.NewReader(line))
 		if err := dec.Decode(&r); err != nil {
 			return nil, fmt.Errorf("%s: line %d: %v", path, n, err)
@@ -80,7 +88,7 @@ func ReadMetrics(path string) ([]train.Record, error) {
 // writes base+".svg" and base+".png" and returns their paths. Records
 // without a value for a series are skipped for it; a run with no loss at
 // all is an error.
-func Curves(recs []train.Record, title, base string) ([]string, error) {
+func Curves(recs []Record, title, base string) ([]string, error) {
 	var loss, eval, lr plotter.XYs
 	for _, r := range recs {
 		x := float64(r.Step)

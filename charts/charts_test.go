@@ -187,7 +187,7 @@ func TestReadMetricsErrors(t *testing.T) {
 	require.ErrorContains(t, err, "no records")
 	_, err = charts.ReadMetrics(filepath.Join(dir, "missing.jsonl"))
 	require.Error(t, err)
-	_, err = charts.Curves([]train.Record{{Step: 1, LR: f(1)}}, "", filepath.Join(dir, "x"))
+	_, err = charts.Curves([]charts.Record{{Step: 1, LR: f(1)}}, "", filepath.Join(dir, "x"))
 	require.ErrorContains(t, err, "no loss")
 }
 

@@ -6,9 +6,12 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
+	"github.com/gopeft/peft/charts"
 	"github.com/gopeft/peft/data"
 	"github.com/gopeft/peft/dist"
 	"github.com/gopeft/peft/models"
@@ -78,6 +81,10 @@ type Config struct {
 	// OutputDir receives checkpoint-<step>/ folders and metrics.jsonl
 	// ("": no files).
 	OutputDir string
+	// PlotCurves draws OutputDir/curves.svg and curves.png (train loss,
+	// eval loss, learning rate against the step: charts.Curves over
+	// metrics.jsonl) at the end of the run, by rank 0.
+	PlotCurves bool
 	// ResumeFrom continues from a checkpoint folder, or from the newest
 	// one in OutputDir with "latest".
 	ResumeFrom string
@@ -365,12 +372,29 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 			var err error
 			if rank == 0 {
 				err = t.saveCheckpoint()
+				if err == nil && last && cfg.PlotCurves {
+					err = t.plotCurves()
+				}
 			}
 			if err := t.agree(fmt.Sprintf("checkpoint at step %d", t.step), err); err != nil {
 				return err
 			}
 		}
 	}
+	return nil
+}
+
+// plotCurves draws the run's metrics.jsonl as OutputDir/curves.{svg,png}.
+func (t *Trainer) plotCurves() error {
+	recs, err := charts.ReadMetrics(filepath.Join(t.cfg.OutputDir, MetricsFile))
+	if err != nil {
+		return fmt.Errorf("train: curves: %w", err)
+	}
+	files, err := charts.Curves(recs, filepath.Base(t.cfg.OutputDir), filepath.Join(t.cfg.OutputDir, "curves"))
+	if err != nil {
+		return fmt.Errorf("train: curves: %w", err)
+	}
+	fmt.Fprintf(t.out, "curves: %s\n", strings.Join(files, ", "))
 	return nil
 }
 

@@ -3,6 +3,7 @@ package train
 import (
 	"bufio"
 	"encoding/json"
+	"image/png"
 	"io"
 	"math"
 	"os"
@@ -217,7 +218,8 @@ func TestTrainerLowersEvalLoss(t *testing.T) {
 	before, err := Evaluate(m, copyTask(t, 8, 100), 4)
 	require.NoError(t, err)
 	out := t.TempDir()
-	tr := fit(t, m, Config{LR: 3e-2, BatchSize: 8, Epochs: 10, WarmupRatio: 0.1, EvalSteps: 20, OutputDir: out, MaxGradNorm: 1}, 64, 8)
+	tr := fit(t, m, Config{LR: 3e-2, BatchSize: 8, Epochs: 10, WarmupRatio: 0.1, EvalSteps: 20, OutputDir: out, MaxGradNorm: 1,
+		PlotCurves: true}, 64, 8)
 	var evals []float64
 	for _, r := range tr.History {
 		if r.EvalLoss != nil {
@@ -234,6 +236,17 @@ func TestTrainerLowersEvalLoss(t *testing.T) {
 		require.FileExists(t, filepath.Join(out, "checkpoint-80", f))
 	}
 	require.Len(t, readMetrics(t, filepath.Join(out, MetricsFile)), 80+4)
+	// PlotCurves: the run's curves beside its metrics
+	svg, err := os.ReadFile(filepath.Join(out, "curves.svg"))
+	require.NoError(t, err)
+	for _, series := range []string{">train loss</text>", ">eval loss</text>", ">learning rate</text>"} {
+		require.Contains(t, string(svg), series)
+	}
+	f, err := os.Open(filepath.Join(out, "curves.png"))
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = png.Decode(f)
+	require.NoError(t, err)
 }
 
 // Activation checkpointing in the trainer leaves the loss curve as it is.
@@ -257,6 +270,7 @@ func TestTrainerFullFineTuning(t *testing.T) {
 	require.Less(t, l[2], l[0])
 	require.FileExists(t, filepath.Join(out, "checkpoint-3", "model.safetensors"))
 	require.FileExists(t, filepath.Join(out, "checkpoint-3", "config.json"))
+	require.NoFileExists(t, filepath.Join(out, "curves.svg"), "curves only with PlotCurves")
 }
 
 // C memory stays flat over many training steps.

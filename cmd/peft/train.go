@@ -77,6 +77,7 @@ type trainConfig struct {
 	BF16          bool
 	FP16          bool
 	Checkpointing bool
+	PlotLoss      bool
 	WeightDecay   float64
 	MaxGradNorm   float64
 	Beta1, Beta2  float64
@@ -196,6 +197,7 @@ var trainFields = map[string]field{
 	"bf16":                        boolField(func(c *trainConfig) *bool { return &c.BF16 }),
 	"fp16":                        boolField(func(c *trainConfig) *bool { return &c.FP16 }),
 	"gradient_checkpointing":      boolField(func(c *trainConfig) *bool { return &c.Checkpointing }),
+	"plot_loss":                   boolField(func(c *trainConfig) *bool { return &c.PlotLoss }),
 	"weight_decay":                floatField(func(c *trainConfig) *float64 { return &c.WeightDecay }, 0, 1),
 	"max_grad_norm":               floatField(func(c *trainConfig) *float64 { return &c.MaxGradNorm }, 0, math.MaxFloat64),
 	"adam_beta1":                  floatField(func(c *trainConfig) *float64 { return &c.Beta1 }, 0, 0.999999),
@@ -553,7 +555,8 @@ func runTraining(cfg *trainConfig, env dist.Env, stderr io.Writer) error {
 	tc := train.Config{LR: cfg.LR, WeightDecay: cfg.WeightDecay, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.AdamEps,
 		Schedule: cfg.scheduler(), WarmupSteps: cfg.WarmupSteps, WarmupRatio: cfg.WarmupRatio, MaxGradNorm: cfg.MaxGradNorm,
 		BatchSize: cfg.BatchSize, GradAccum: cfg.GradAccum, Seed: cfg.Seed, Checkpointing: cfg.Checkpointing,
-		LogSteps: cfg.LoggingSteps, SaveSteps: cfg.SaveSteps, OutputDir: cfg.OutputDir, ResumeFrom: cfg.Resume, Progress: stderr, Dist: group}
+		LogSteps: cfg.LoggingSteps, SaveSteps: cfg.SaveSteps, OutputDir: cfg.OutputDir, ResumeFrom: cfg.Resume, Progress: stderr, Dist: group,
+		PlotCurves: cfg.PlotLoss}
 	if cfg.MaxSteps > 0 {
 		tc.MaxSteps = cfg.MaxSteps
 	} else if cfg.Epochs == math.Trunc(cfg.Epochs) {

@@ -107,6 +107,7 @@ save_steps: 2
 max_grad_norm: 1.0
 seed: 7
 bf16: false
+plot_loss: true
 output_dir: %s
 report_to: none
 `, model, dataset, perDevice, out)
@@ -173,7 +174,7 @@ func TestTrainCommand(t *testing.T) {
 	// 13 samples, 4 × 2 per step: 2 steps per epoch
 	recs := metrics(t, out)
 	require.Len(t, recs, 2)
-	for _, d := range []string{"checkpoint-2", "adapter_model.safetensors"} {
+	for _, d := range []string{"checkpoint-2", "adapter_model.safetensors", "curves.svg", "curves.png"} { // plot_loss
 		_, err := os.Stat(filepath.Join(out, d))
 		require.NoError(t, err)
 	}
