@@ -15,8 +15,10 @@
 //
 //  1. libtorch: $LIBTORCH (or -libtorch), an unzipped official build such
 //     as libtorch 2.1.0 cxx11-ABI (CPU or CUDA); otherwise the system's
-//     (Debian/Ubuntu: libtorch-dev). When it is missing, the command says
-//     which apt packages to install, and installs them only with -install.
+//     (Debian/Ubuntu: libtorch-dev, and libgloo-dev, whose headers the
+//     library's dist and train packages build against). When they are
+//     missing, the command says which apt packages to install, and installs
+//     them only with -install.
 //  2. BLAS: with the system libtorch, libblas.so.3, liblapack.so.3 and
 //     libopenblas.so.0 must resolve to the OpenMP OpenBLAS
 //     (libopenblas0-openmp); the pthread build makes training ~5x slower.
@@ -60,7 +62,7 @@ const GotchVersion = "v0.9.1"
 const gotchModule = "github.com/sugarme/gotch"
 
 // aptPackages are what a Debian/Ubuntu machine needs for the system libtorch.
-var aptPackages = []string{"libtorch-dev", "libopenblas0-openmp"}
+var aptPackages = []string{"libtorch-dev", "libopenblas0-openmp", "libgloo-dev"}
 
 func main() {
 	var o options
@@ -166,10 +168,19 @@ func findTorch(dir string, install bool) (*torch, error) {
 	t := &torch{inc: "/usr/include", lib: "/usr/lib/" + arch, system: true, arch: arch}
 	haveTorch := exists(filepath.Join(t.inc, "torch/csrc/api/include/torch/torch.h")) && exists(filepath.Join(t.lib, "libtorch.so"))
 	haveBLAS := dpkgInstalled("libopenblas0-openmp")
-	if !haveTorch || !haveBLAS {
-		missing := aptPackages
-		if haveTorch {
-			missing = []string{"libopenblas0-openmp"}
+	// Gloo's headers: package dist (c10d's process groups, which
+	// train.Trainer links) compiles against them; libtorch-dev does not
+	// pull them in.
+	haveGloo := exists("/usr/include/gloo/algorithm.h")
+	if !haveTorch || !haveBLAS || !haveGloo {
+		var missing []string
+		for _, p := range []struct {
+			name string
+			have bool
+		}{{"libtorch-dev", haveTorch}, {"libopenblas0-openmp", haveBLAS}, {"libgloo-dev", haveGloo}} {
+			if !p.have {
+				missing = append(missing, p.name)
+			}
 		}
 		hint := "apt-get install " + strings.Join(missing, " ")
 		switch {
@@ -181,6 +192,9 @@ func findTorch(dir string, install bool) (*torch, error) {
 		case !haveTorch:
 			return nil, fmt.Errorf("no libtorch found. On Debian/Ubuntu: sudo %s (then run this again); "+
 				"or unzip libtorch 2.1.0 (cxx11 ABI) from pytorch.org and set LIBTORCH=/path/to/libtorch", hint)
+		case !haveGloo:
+			return nil, fmt.Errorf("no Gloo headers (/usr/include/gloo): the library's train and dist packages build "+
+				"against them. On Debian/Ubuntu: sudo %s (then run this again)", hint)
 		default:
 			warn("libopenblas0-openmp is not installed: libtorch's matmuls will be slow (sudo %s)", hint)
 		}
