@@ -50,3 +50,42 @@ func CheckPositive(field string, v float64) error {
 	}
 	return nil
 }
+
+// DecodeConfig is the first step of every family's ParseConfig: it reads
+// config.json bytes (path names the file in errors, family prefixes them)
+// as a raw map, checks that each required field is there (each entry lists
+// a field's accepted names, the first one named in the error), and decodes
+// the bytes into the family's config struct `into` (whose defaults the
+// caller has set). It returns the raw map for the config's Raw.
+func DecodeConfig(family, path string, data []byte, into any, required ...[]string) (map[string]any, error) {
+	var raw map[string]any
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", family, path, err)
+	}
+	for _, names := range required {
+		found := false
+		for _, n := range names {
+			if _, ok := raw[n]; ok {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%s: %s: missing field %q", family, path, names[0])
+		}
+	}
+	if err := json.Unmarshal(data, into); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", family, path, err)
+	}
+	return raw, nil
+}
+
+// Fields turns field names into DecodeConfig's required entries (each
+// with one accepted name).
+func Fields(names ...string) [][]string {
+	out := make([][]string, len(names))
+	for i, n := range names {
+		out[i] = []string{n}
+	}
+	return out
+}

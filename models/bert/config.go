@@ -70,19 +70,12 @@ func LoadConfig(dir string) (*Config, error) {
 // num_hidden_layers, num_attention_heads, intermediate_size, vocab_size),
 // which must be given.
 func ParseConfig(path string, data []byte) (*Config, error) {
-	var raw map[string]any
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("bert: %s: %w", path, err)
-	}
-	for _, f := range []string{"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"} {
-		if _, ok := raw[f]; !ok {
-			return nil, fmt.Errorf("bert: %s: missing field %q", path, f)
-		}
-	}
 	c := &Config{HiddenAct: "gelu", HiddenDropoutProb: 0.1, AttentionProbsDropout: 0.1, MaxPositionEmbeddings: 512,
 		TypeVocabSize: 2, InitializerRange: 0.02, LayerNormEps: 1e-12, PositionEmbeddingType: "absolute"}
-	if err := json.Unmarshal(data, c); err != nil {
-		return nil, fmt.Errorf("bert: %s: %w", path, err)
+	raw, err := models.DecodeConfig("bert", path, data, c,
+		models.Fields("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")...)
+	if err != nil {
+		return nil, err
 	}
 	var labels struct {
 		ID2Label map[string]string `json:"id2label"`

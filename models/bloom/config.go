@@ -55,25 +55,11 @@ func LoadConfig(dir string) (*Config, error) {
 
 // ParseConfig parses config.json bytes; path is used in errors.
 func ParseConfig(path string, data []byte) (*Config, error) {
-	var raw map[string]any
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("bloom: %s: %w", path, err)
-	}
-	for _, alts := range [][]string{{"hidden_size", "n_embed"}, {"n_layer", "num_hidden_layers"},
-		{"n_head", "num_attention_heads"}, {"vocab_size"}} {
-		found := false
-		for _, f := range alts {
-			if _, ok := raw[f]; ok {
-				found = true
-			}
-		}
-		if !found {
-			return nil, fmt.Errorf("bloom: %s: missing field %q", path, alts[0])
-		}
-	}
 	c := &Config{TieWordEmbeddings: true}
-	if err := json.Unmarshal(data, c); err != nil {
-		return nil, fmt.Errorf("bloom: %s: %w", path, err)
+	raw, err := models.DecodeConfig("bloom", path, data, c, []string{"hidden_size", "n_embed"},
+		[]string{"n_layer", "num_hidden_layers"}, []string{"n_head", "num_attention_heads"}, []string{"vocab_size"})
+	if err != nil {
+		return nil, err
 	}
 	var alias struct {
 		NEmbed            *int64 `json:"n_embed"`

@@ -1,7 +1,6 @@
 package gemma
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,18 +73,10 @@ func LoadConfig(dir string) (*Config, error) {
 
 // ParseConfig parses config.json bytes; path is used in errors.
 func ParseConfig(path string, data []byte) (*Config, error) {
-	var raw map[string]any
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("gemma: %s: %w", path, err)
-	}
-	for _, f := range required {
-		if _, ok := raw[f]; !ok {
-			return nil, fmt.Errorf("gemma: %s: missing field %q", path, f)
-		}
-	}
 	c := &Config{}
-	if err := json.Unmarshal(data, c); err != nil {
-		return nil, fmt.Errorf("gemma: %s: %w", path, err)
+	raw, err := models.DecodeConfig("gemma", path, data, c, models.Fields(required...)...)
+	if err != nil {
+		return nil, err
 	}
 	c.Raw = raw
 	// transformers' class defaults where the file is silent
