@@ -28,7 +28,10 @@ type Scope struct {
 	closed bool
 	grad   int    // -1: untouched; else the grad mode to restore on Close
 	dev    Device // where creation ops put new tensors (SetDevice)
+	vals   []scopeValue
 }
+
+type scopeValue struct{ key, val any }
 
 // NewScope pins the calling goroutine to its OS thread until Close.
 func NewScope() *Scope {
@@ -60,6 +63,38 @@ func (s *Scope) Close() {
 		SetGradEnabled(s.grad == 1)
 	}
 	runtime.UnlockOSThread()
+}
+
+// SetValue attaches val to the scope under key (nil removes it) and returns
+// the value it replaces. Values carry a call's choices to every layer its
+// forward reaches (peft's adapter selection) without state shared between
+// calls: a scope belongs to one goroutine, so they need no lock.
+func (s *Scope) SetValue(key, val any) (prev any) {
+	for i, kv := range s.vals {
+		if kv.key == key {
+			prev = kv.val
+			if val == nil {
+				s.vals = append(s.vals[:i], s.vals[i+1:]...)
+			} else {
+				s.vals[i].val = val
+			}
+			return prev
+		}
+	}
+	if val != nil {
+		s.vals = append(s.vals, scopeValue{key, val})
+	}
+	return nil
+}
+
+// Value returns the value attached under key, or nil.
+func (s *Scope) Value(key any) any {
+	for _, kv := range s.vals {
+		if kv.key == key {
+			return kv.val
+		}
+	}
+	return nil
 }
 
 // FreeAll frees every tensor the scope owns but keeps the scope open (for a
