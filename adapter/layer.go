@@ -159,10 +159,14 @@ func (l *Layer) bottleneck(name string) (*Bottleneck, bool) {
 // Forward implements nn.Layer.
 func (l *Layer) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 	h := l.Base.Forward(s, x)
-	if l.disabled {
+	names, off := peft.CallAdapters(s, l.active, l.disabled)
+	if off {
 		return h
 	}
-	for _, name := range l.active {
+	if peft.CallRows(s) != nil {
+		return s.Failf("adapter.Layer: bottleneck adapters cannot run a different adapter per row (mixed batch)")
+	}
+	for _, name := range names {
 		if b, ok := l.bottleneck(name); ok {
 			h = b.forward(s, h, l.training)
 		}

@@ -72,7 +72,11 @@ type GenerationConfig struct {
 	// OutputScores makes Output.Scores hold the processed scores of every step.
 	OutputScores bool `json:"output_scores"`
 	// Seed makes sampling reproducible (this library's own field; HF uses
-	// torch's global generator). Unset: a random seed for every call.
+	// torch's global generator). Every prompt of the batch gets its own
+	// generator seeded with Seed (Input.Seeds gives each prompt its own
+	// seed instead), so a prompt's tokens do not depend on the other
+	// prompts: prompt i in a batch samples what it samples alone with the
+	// same seed. Unset: a random seed for every prompt.
 	Seed *int64 `json:"seed,omitempty"`
 }
 

@@ -29,10 +29,15 @@ type Model interface {
 // prompt, as InputIDs): the prompt runs at them and each row's generated
 // tokens continue from its last position + 1. nil: HF generate's
 // cumsum(mask) - 1.
+//
+// Seeds, when set, holds one sampling seed per prompt (see
+// GenerationConfig.Seed): prompt i samples with Seeds[i] whatever else is
+// in the batch. nil: every prompt uses the config's Seed.
 type Input struct {
 	InputIDs      [][]int64
 	AttentionMask [][]int64
 	PositionIDs   [][]int64
+	Seeds         []int64
 }
 
 // LeftPad pads prompts on the left with padID to the longest one's length.
@@ -181,6 +186,7 @@ type runner struct {
 	steps  int
 	vocab  int64
 	scores [][]float32 // per row, every step's scores
+	rngs   []*rand.Rand // sampling: per row (decode) or per prompt (beams)
 }
 
 func run(ctx context.Context, m Model, in Input, cfg GenerationConfig, fn func(Step) error) (*Output, error) {
@@ -203,6 +209,9 @@ func run(ctx context.Context, m Model, in Input, cfg GenerationConfig, fn func(S
 	r := newRunner(m, p, in)
 	s := tensor.NoGradScope()
 	defer s.Close()
+	if h, ok := m.(holder); ok { // the model cannot change during the generation
+		defer h.Hold(s)()
+	}
 	s.SetDevice(models.DeviceOf(m))   // ids and processor tensors beside the model
 	defer func() { r.cache.Free() }() // the cache the run ends with
 	var out *Output
@@ -237,6 +246,9 @@ func (in Input) check() error {
 		if len(row) != S {
 			return fmt.Errorf("generate: prompt %d has %d tokens, prompt 0 has %d: pad them to one length (LeftPad)", i, len(row), S)
 		}
+	}
+	if in.Seeds != nil && len(in.Seeds) != len(in.InputIDs) {
+		return fmt.Errorf("generate: %d seeds for %d prompts (want one per prompt)", len(in.Seeds), len(in.InputIDs))
 	}
 	if in.PositionIDs != nil {
 		if len(in.PositionIDs) != len(in.InputIDs) {
@@ -318,6 +330,18 @@ func newRunner(m Model, p *plan, in Input) *runner {
 	}
 	if p.outputScores {
 		r.scores = make([][]float32, r.rows)
+	}
+	switch p.mode {
+	case sample:
+		for i := 0; i < B; i++ {
+			for j := 0; j < k; j++ {
+				r.rngs = append(r.rngs, newRNG(in.promptSeed(i, p.seed), j))
+			}
+		}
+	case beamSample:
+		for i := 0; i < B; i++ {
+			r.rngs = append(r.rngs, newRNG(in.promptSeed(i, p.seed), 0))
+		}
 	}
 	return r
 }
@@ -417,10 +441,6 @@ func (r *runner) process(s *tensor.Scope, scores *tensor.T) *tensor.T {
 // decode is greedy decoding and sampling (HF's _greedy_search, _sample).
 func (r *runner) decode(ctx context.Context, s *tensor.Scope, fn func(Step) error) (*Output, error) {
 	p := r.p
-	var rng *rand.Rand
-	if p.mode == sample {
-		rng = newRNG(p.seed)
-	}
 	finished := make([]bool, r.rows)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -435,7 +455,7 @@ func (r *runner) decode(ctx context.Context, s *tensor.Scope, fn func(Step) erro
 			next = make([]int64, r.rows)
 			V := int(r.vocab)
 			for i := range next {
-				tok, err := sampleOne(rng, probs[i*V:(i+1)*V])
+				tok, err := sampleOne(r.rngs[i], probs[i*V:(i+1)*V])
 				if err != nil {
 					return nil, fmt.Errorf("generate: row %d: %w", i, err)
 				}
@@ -472,10 +492,6 @@ func (r *runner) decode(ctx context.Context, s *tensor.Scope, fn func(Step) erro
 func (r *runner) beams(ctx context.Context, s *tensor.Scope) (*Output, error) {
 	p := r.p
 	K := p.numBeams
-	var rng *rand.Rand
-	if p.mode == beamSample {
-		rng = newRNG(p.seed)
-	}
 	beamScores := make([]float32, r.rows) // beam 0 of each prompt starts alone
 	for i := range beamScores {
 		if i%K != 0 {
@@ -504,7 +520,7 @@ func (r *runner) beams(ctx context.Context, s *tensor.Scope) (*Output, error) {
 			probs, tot := s.Float32s(s.Softmax(total, -1, tensor.Float32)), s.Float32s(total)
 			W := int64(K) * V
 			for i := 0; i < r.batch; i++ {
-				picks, err := sampleMany(rng, probs[int64(i)*W:int64(i+1)*W], int(nCand))
+				picks, err := sampleMany(r.rngs[i], probs[int64(i)*W:int64(i+1)*W], int(nCand))
 				if err != nil {
 					return nil, fmt.Errorf("generate: prompt %d: %w", i, err)
 				}

@@ -11,12 +11,27 @@ import (
 // in the process (libtorch's global generator would be shared by every
 // goroutine).
 
-func newRNG(seed *int64) *rand.Rand {
+// Each prompt has its own generators (the per-row sampling state): with
+// seed s, sample j of the prompt (its j-th row of NumReturnSequences; beam
+// sampling uses j = 0) draws from PCG(s, (s ^ 0x9e3779b97f4a7c15) + j). A
+// row's generator depends on its prompt's seed and j only, never on the
+// other rows, so batching does not change what a row samples.
+func newRNG(seed *int64, j int) *rand.Rand {
 	s := rand.Uint64()
 	if seed != nil {
 		s = uint64(*seed)
 	}
-	return rand.New(rand.NewPCG(s, s^0x9e3779b97f4a7c15))
+	return rand.New(rand.NewPCG(s, (s^0x9e3779b97f4a7c15)+uint64(j)))
+}
+
+// promptSeed is prompt i's seed: Input.Seeds[i] when given, else the
+// config's Seed (nil: random).
+func (in Input) promptSeed(i int, cfgSeed *int64) *int64 {
+	if in.Seeds != nil {
+		v := in.Seeds[i]
+		return &v
+	}
+	return cfgSeed
 }
 
 var errNoMass = errors.New("the processed distribution has no probability mass (every token filtered out, or NaN scores)")

@@ -86,9 +86,9 @@ func (l *Linear) addAdapter(name string, ones bool) error {
 
 // scaling is the product of the active adapters' flattened vectors, or nil
 // when no active adapter lives here.
-func (l *Linear) scaling(s *tensor.Scope) *tensor.T {
+func (l *Linear) scaling(s *tensor.Scope, names []string) *tensor.T {
 	var sc *tensor.T
-	for _, name := range l.active {
+	for _, name := range names {
 		p, ok := l.L.Get(name)
 		if !ok {
 			continue
@@ -103,12 +103,24 @@ func (l *Linear) scaling(s *tensor.Scope) *tensor.T {
 	return sc
 }
 
-// Forward implements nn.Layer.
+// Forward implements nn.Layer with the adapters of the call in s
+// (peft.CallAdapters). IA3 cannot run a different adapter per row: a
+// mixed call (peft.CallRows) fails.
 func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
-	if l.disabled || len(l.merged) > 0 {
+	if len(l.merged) > 0 {
+		if err := peft.CheckMergedCall(s, "ia3.Linear", l.merged); err != nil {
+			return s.Fail(err)
+		}
 		return l.Base.Forward(s, x)
 	}
-	sc := l.scaling(s)
+	names, off := peft.CallAdapters(s, l.active, l.disabled)
+	if off {
+		return l.Base.Forward(s, x)
+	}
+	if peft.CallRows(s) != nil {
+		return s.Failf("ia3.Linear: IA3 cannot run a different adapter per row (mixed batch)")
+	}
+	sc := l.scaling(s, names)
 	if sc == nil {
 		return l.Base.Forward(s, x)
 	}

@@ -52,10 +52,18 @@ func (e *Embedding) addAdapter(name string, r int, alpha float64, cfg *Config) e
 // Forward implements nn.Layer.
 func (e *Embedding) Forward(s *tensor.Scope, ids *tensor.T) *tensor.T {
 	y := e.Base.Forward(s, ids)
-	if e.disabled || len(e.merged) > 0 {
+	if len(e.merged) > 0 {
+		return mergedCall(s, "lora.Embedding", e.merged, y)
+	}
+	names, off := peft.CallAdapters(s, e.active, e.disabled)
+	if off {
 		return y
 	}
-	for _, name := range e.active {
+	rows := peft.CallRows(s)
+	if rows != nil {
+		return e.mixedForward(s, ids, y, rows)
+	}
+	for _, name := range names {
 		a, ok := e.A.Get(name)
 		if !ok {
 			continue

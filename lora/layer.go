@@ -31,8 +31,6 @@ type Linear struct {
 	merged   []string
 	// doraFactor keeps m/‖W+ΔW‖ of a merged DoRA adapter, for unmerge.
 	doraFactor map[string]*tensor.T
-	// rows is the per-row adapter assignment during a mixed-batch forward.
-	rows []string
 	// quantBase is the 4-bit base layer while a merge holds its
 	// dequantized copy in Base (quant.go).
 	quantBase *quant.Linear
@@ -157,20 +155,26 @@ func (l *Linear) effectiveWeight(s *tensor.Scope, w *tensor.T, name string) *ten
 	return s.Add(w, l.delta(s, name))
 }
 
-// Forward implements nn.Layer. On a half-precision base with float32
+// Forward implements nn.Layer: it runs the adapters of the call in s
+// (peft.CallAdapters; per row with peft.CallRows). On a half-precision base with float32
 // adapters (PEFT's autocast_adapter_dtype) the input is cast to the
 // adapter's dtype, the update is added in that dtype and the sum is cast
 // back to the base output's dtype, as PEFT does.
 func (l *Linear) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
 	y := l.Base.Forward(s, x)
-	if l.disabled || len(l.merged) > 0 {
+	if len(l.merged) > 0 {
+		return mergedCall(s, "lora.Linear", l.merged, y)
+	}
+	names, off := peft.CallAdapters(s, l.active, l.disabled)
+	if off {
 		return y
 	}
+	rows := peft.CallRows(s)
 	outDT := y.DType()
-	if l.rows != nil { // inside peft.Model.ForwardMixed
-		return castTo(s, l.mixedForward(s, x, y, l.rows), outDT)
+	if rows != nil { // a mixed batch (peft.Model.ForwardMixed)
+		return castTo(s, l.mixedForward(s, x, y, rows), outDT)
 	}
-	for _, name := range l.active {
+	for _, name := range names {
 		if _, ok := l.A.Get(name); !ok {
 			continue
 		}

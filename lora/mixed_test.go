@@ -120,22 +120,29 @@ func TestLinearMixedRowsIndependentMath(t *testing.T) {
 	}
 
 	names := []string{"b", peft.BaseAdapterName, "default", "c"}
-	require.NoError(t, layer.SetRowAdapters(names))
+	restore := peft.WithSelection(s, &peft.Selection{Rows: names})
 	y := layer.Forward(s, x)
 	require.NoError(t, s.Err())
 	check(s.Float32s(y), expect(names))
-	require.NoError(t, layer.SetRowAdapters(nil))
+	restore()
 
-	// cleared: the active adapter on every row again
+	// without a selection: the active adapter on every row again
 	y = layer.Forward(s, x)
 	require.NoError(t, s.Err())
 	check(s.Float32s(y), expect([]string{"default", "default", "default", "default"}))
 
+	// a call choosing one adapter for the whole batch
+	restore = peft.WithSelection(s, &peft.Selection{Adapters: []string{"c"}})
+	y = layer.Forward(s, x)
+	require.NoError(t, s.Err())
+	check(s.Float32s(y), expect([]string{"c", "c", "c", "c"}))
+	restore()
+
 	// an assignment for another batch size fails in forward
-	require.NoError(t, layer.SetRowAdapters([]string{"b", "b"}))
+	restore = peft.WithSelection(s, &peft.Selection{Rows: []string{"b", "b"}})
 	layer.Forward(s, x)
 	require.ErrorContains(t, s.Err(), "2 adapter names for an input of 4 rows")
-	require.NoError(t, layer.SetRowAdapters(nil))
+	restore()
 }
 
 func TestLinearMixedRefusesMergedAndDoRA(t *testing.T) {
@@ -150,10 +157,28 @@ func TestLinearMixedRefusesMergedAndDoRA(t *testing.T) {
 	require.NoError(t, err)
 	layer := mod.(*lora.Linear)
 
-	require.ErrorContains(t, layer.SetRowAdapters([]string{"dora", "default"}), "DoRA")
-	require.NoError(t, layer.SetRowAdapters([]string{peft.BaseAdapterName, "default"}))
-	require.NoError(t, layer.SetRowAdapters(nil))
+	require.ErrorContains(t, layer.CheckRows([]string{"dora", "default"}), "DoRA")
+	require.NoError(t, layer.CheckRows([]string{peft.BaseAdapterName, "default"}))
 	require.NoError(t, m.Merge(false))
-	require.ErrorContains(t, layer.SetRowAdapters([]string{"default", "default"}), "merged")
+	require.ErrorContains(t, layer.CheckRows([]string{"default", "default"}), "merged")
+
+	// the forward refuses them too, and a call that asks for other adapters
+	// than the merged ones
+	forward := func(sel *peft.Selection) error {
+		s := tensor.NoGradScope()
+		defer s.Close()
+		defer peft.WithSelection(s, sel)()
+		layer.Forward(s, s.Randn(tensor.Float32, 2, 3, 64))
+		return s.Err()
+	}
+	for _, sel := range []*peft.Selection{
+		{Rows: []string{"default", "default"}},
+		{Disabled: true},
+		{Adapters: []string{"dora"}},
+	} {
+		require.ErrorContains(t, forward(sel), "merged", "%+v", sel)
+	}
+	require.NoError(t, forward(&peft.Selection{Adapters: []string{"default"}}))
+	require.NoError(t, forward(nil))
 	require.NoError(t, m.Unmerge())
 }

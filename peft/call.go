@@ -1,6 +1,11 @@
 package peft
 
-import "github.com/gopeft/peft/tensor"
+import (
+	"fmt"
+	"slices"
+
+	"github.com/gopeft/peft/tensor"
+)
 
 // Selection is the adapter choice of one call (a forward, a generation):
 // it travels with the call in its tensor.Scope (WithSelection), so
@@ -62,4 +67,36 @@ func CallRows(s *tensor.Scope) []string {
 		return sel.Rows
 	}
 	return nil
+}
+
+// CheckMergedCall is for the forward of a Tuner whose adapters merged (a
+// non-empty list) are folded into its base weights: the merged weight
+// already runs them, so a call may only run the model's own choice. It
+// returns an error naming layer when the call in s chooses otherwise (per
+// row, other adapters, or none), since the base output without the merged
+// adapters is not available until they are unmerged.
+func CheckMergedCall(s *tensor.Scope, layer string, merged []string) error {
+	sel := SelectionOf(s)
+	if sel == nil || len(merged) == 0 {
+		return nil
+	}
+	if sel.Rows != nil {
+		return fmt.Errorf("%s: mixed batch: adapters %v are merged: unmerge before running a mixed batch", layer, merged)
+	}
+	if sel.Disabled || (sel.Adapters != nil && !sameSet(sel.Adapters, merged)) {
+		return fmt.Errorf("%s: adapters %v are merged into the base weights: a call cannot run other adapters (%v, disabled %v) until they are unmerged", layer, merged, sel.Adapters, sel.Disabled)
+	}
+	return nil
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/nn"
@@ -35,6 +36,10 @@ type Model struct {
 	active   []string // the active adapters, in the order SetAdapter got them
 	disabled bool
 	task     TaskType // the first adapter's task type (see task.go)
+
+	// mu orders calls against changes: forwards and generations hold the
+	// read side for their duration (Hold), changes take the write side.
+	mu sync.RWMutex
 }
 
 // TunerModel holds the wrapped base model (HF's LoraModel, IA3Model, …):
@@ -93,16 +98,32 @@ func (m *Model) Base() models.Model { return m.BaseModel.Model }
 
 // Config returns the configuration of adapter name.
 func (m *Model) Config(name string) (Config, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	c, ok := m.configs[name]
 	return c, ok
 }
 
 // Adapters lists the adapter names in the order they were added.
-func (m *Model) Adapters() []string { return append([]string(nil), m.names...) }
+func (m *Model) Adapters() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return append([]string(nil), m.names...)
+}
+
+// HasAdapter says whether the model has an adapter of that name.
+func (m *Model) HasAdapter(name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.configs[name]
+	return ok
+}
 
 // ActiveAdapter is the first active adapter ("" when none): with one
 // active adapter, the adapter that runs in forward and trains.
 func (m *Model) ActiveAdapter() string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	if len(m.active) == 0 {
 		return ""
 	}
@@ -111,11 +132,17 @@ func (m *Model) ActiveAdapter() string {
 
 // ActiveAdapters lists the active adapters (PEFT's active_adapters): they
 // all run in forward (their outputs summed, for LoRA) and train.
-func (m *Model) ActiveAdapters() []string { return append([]string(nil), m.active...) }
+func (m *Model) ActiveAdapters() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return append([]string(nil), m.active...)
+}
 
 // AddAdapter injects a second (third, …) adapter of the same method. It is
 // not active and its parameters are frozen until SetAdapter.
 func (m *Model) AddAdapter(name string, cfg Config) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if err := m.addAdapter(name, cfg, false); err != nil {
 		return err
 	}
@@ -205,6 +232,12 @@ func (m *Model) addAdapter(name string, cfg Config, inference bool) error {
 // (with their bias policies); every other adapter is frozen. A
 // prompt-learning model has one active adapter at a time.
 func (m *Model) SetAdapter(names ...string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.setAdapter(names...)
+}
+
+func (m *Model) setAdapter(names ...string) error {
 	if len(names) == 0 {
 		return fmt.Errorf("peft: SetAdapter needs at least one adapter name (have %v)", m.names)
 	}
@@ -260,9 +293,15 @@ func (m *Model) SetAdapter(names ...string) error {
 // with bias="all"/"lora_only" stay, as in PEFT; prompt-learning adapters
 // inject nothing.
 func (m *Model) DisableAdapters() (restore func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	prev := m.disabled
 	m.setDisabled(true)
-	return func() { m.setDisabled(prev) }
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.setDisabled(prev)
+	}
 }
 
 func (m *Model) setDisabled(off bool) {
@@ -275,6 +314,8 @@ func (m *Model) setDisabled(off bool) {
 // DeleteAdapter removes an adapter. A merged adapter cannot be deleted.
 // When the active adapter goes, the first remaining one becomes active.
 func (m *Model) DeleteAdapter(name string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if _, ok := m.configs[name]; !ok {
 		return fmt.Errorf("peft: no adapter %q (have %v)", name, m.names)
 	}
@@ -296,7 +337,7 @@ func (m *Model) DeleteAdapter(name string) error {
 			rest = m.names[:1]
 		}
 		if len(rest) > 0 {
-			return m.SetAdapter(rest...)
+			return m.setAdapter(rest...)
 		}
 	}
 	return nil
@@ -330,6 +371,12 @@ func (m *Model) dropAdapter(name string) {
 // Prompt-learning adapters cannot be merged: the error wraps
 // ErrNotMergeable.
 func (m *Model) Merge(safe bool, names ...string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.merge(safe, names...)
+}
+
+func (m *Model) merge(safe bool, names ...string) error {
 	if len(names) == 0 {
 		names = m.active
 	}
@@ -358,6 +405,12 @@ func (m *Model) Merge(safe bool, names ...string) error {
 
 // Unmerge subtracts every merged adapter from the base weights.
 func (m *Model) Unmerge() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.unmerge()
+}
+
+func (m *Model) unmerge() error {
 	for _, pt := range tuners(m.BaseModel.Model) {
 		if err := pt.tuner.Unmerge(); err != nil {
 			return fmt.Errorf("peft: unmerge %s: %w", pt.path, err)
@@ -377,7 +430,9 @@ type Unloader interface {
 // afterwards. For prompt-learning adapters it returns an error wrapping
 // ErrNotMergeable and leaves m as it was.
 func (m *Model) MergeAndUnload() (models.Model, error) {
-	if err := m.Merge(false); err != nil {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.merge(false); err != nil {
 		return nil, err
 	}
 	return m.unload()
@@ -386,7 +441,9 @@ func (m *Model) MergeAndUnload() (models.Model, error) {
 // Unload returns the base model without the adapters (nothing merged;
 // prompt encoders are freed).
 func (m *Model) Unload() (models.Model, error) {
-	if err := m.Unmerge(); err != nil {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.unmerge(); err != nil {
 		return nil, err
 	}
 	return m.unload()
@@ -421,34 +478,6 @@ func (m *Model) PrintTrainableParameters() { fmt.Println(TrainableSummary(m)) }
 // Device is where the base model's weights live (adapters are created
 // beside them).
 func (m *Model) Device() tensor.Device { return models.DeviceOf(m.BaseModel.Model) }
-
-// ForwardT runs the wrapped model in scope s. With a prompt-learning
-// adapter active, the batch first gets its virtual tokens (see
-// promptBatch): prompt tuning / P-tuning logits have P extra leading
-// positions, as in PEFT; a first call with UseCache puts the virtual tokens
-// into the cache, and later calls with that cache inject nothing more.
-// Attention masks always cover the caller's tokens only.
-func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
-	if d := m.Device(); d.IsCUDA() { // the prompt paths create tensors before the base runs
-		defer s.SetDevice(s.SetDevice(d))
-		b.ToDevice(s, d)
-	}
-	if pc, enc := m.activePrompt(); pc != nil {
-		b = m.promptBatch(s, pc, enc, b)
-		if s.Err() != nil {
-			return &models.Output{}
-		}
-	}
-	return m.BaseModel.Model.ForwardT(s, b)
-}
-
-// Forward runs the wrapped model (public entry point).
-func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
-	if pc, _ := m.activePrompt(); pc == nil {
-		return m.BaseModel.Model.Forward(s, in)
-	}
-	return models.Run(s, "peft", m.ForwardT, in)
-}
 
 // applyBias makes biases trainable per cfg's bias policy.
 func (m *Model) applyBias(cfg Config, on bool) error {

@@ -18,18 +18,22 @@ type ModulesToSave struct {
 
 	active   []string
 	disabled bool
-	rows     []string // per-row adapters during a mixed-batch forward
 }
 
 func (w *ModulesToSave) TypeName() string { return "ModulesToSaveWrapper" }
 
-// Forward implements nn.Layer.
+// Forward implements nn.Layer: the copy of the call's first adapter
+// (CallAdapters), each row's copy in a mixed batch (CallRows).
 func (w *ModulesToSave) Forward(s *tensor.Scope, x *tensor.T) *tensor.T {
-	if !w.disabled && w.rows != nil {
-		return w.mixedForward(s, x)
+	names, off := CallAdapters(s, w.active, w.disabled)
+	if off {
+		return w.Original.Forward(s, x)
 	}
-	if !w.disabled && len(w.active) > 0 {
-		if c, ok := w.Copies.Get(w.active[0]); ok {
+	if rows := CallRows(s); rows != nil {
+		return w.mixedForward(s, x, rows)
+	}
+	if len(names) > 0 {
+		if c, ok := w.Copies.Get(names[0]); ok {
 			return c.(nn.Layer).Forward(s, x)
 		}
 	}

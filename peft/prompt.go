@@ -207,19 +207,22 @@ func EncodeConfig(fields map[string]any) ([]byte, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// activePrompt returns the active adapter's config and prompt encoder, or
-// nils when the model's method is not prompt learning or the adapters are
-// disabled.
-func (m *Model) activePrompt() (PromptConfig, PromptEncoder) {
-	if m.disabled || m.PromptEncoder == nil {
+// callPrompt returns the prompt config and encoder of the call in s (its
+// Selection's adapter, else the active one), or nils when the model's
+// method is not prompt learning or the call's adapters are off.
+func (m *Model) callPrompt(s *tensor.Scope) (PromptConfig, PromptEncoder) {
+	if m.PromptEncoder == nil {
 		return nil, nil
 	}
-	active := m.ActiveAdapter()
-	pc, ok := m.configs[active].(PromptConfig)
+	names, off := CallAdapters(s, m.active, m.disabled)
+	if off || len(names) == 0 {
+		return nil, nil
+	}
+	pc, ok := m.configs[names[0]].(PromptConfig)
 	if !ok {
 		return nil, nil
 	}
-	e, ok := m.PromptEncoder.Get(active)
+	e, ok := m.PromptEncoder.Get(names[0])
 	if !ok {
 		return nil, nil
 	}

@@ -22,13 +22,23 @@ import (
 // adapter_config.json and adapter_model.safetensors with PEFT's keys; base
 // weights are never written (except biases under bias="all"/"lora_only"
 // and modules_to_save copies, as in PEFT). SaveSelected saves some.
-func (m *Model) Save(dir string) error { return m.SaveSelected(dir, m.names...) }
+func (m *Model) Save(dir string) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.saveSelected(dir, m.names...)
+}
 
 // SaveSelected writes the named adapters as Save does (PEFT's
 // save_pretrained(dir, selected_adapters=[...])): "default" into dir, any
 // other into dir/<name>/. An unknown name is an error and nothing is
 // written.
 func (m *Model) SaveSelected(dir string, names ...string) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.saveSelected(dir, names...)
+}
+
+func (m *Model) saveSelected(dir string, names ...string) error {
 	for _, n := range names {
 		if _, ok := m.configs[n]; !ok {
 			return fmt.Errorf("peft: selected adapter %q does not exist; the adapters are %v", n, m.names)
@@ -39,7 +49,7 @@ func (m *Model) SaveSelected(dir string, names ...string) error {
 		if name != DefaultAdapter {
 			sub = filepath.Join(dir, name)
 		}
-		if err := m.SaveAdapter(sub, name); err != nil {
+		if err := m.saveAdapter(sub, name); err != nil {
 			return err
 		}
 	}
@@ -48,6 +58,12 @@ func (m *Model) SaveSelected(dir string, names ...string) error {
 
 // SaveAdapter writes one adapter to dir (files replaced atomically).
 func (m *Model) SaveAdapter(dir, name string) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.saveAdapter(dir, name)
+}
+
+func (m *Model) saveAdapter(dir, name string) error {
 	cfg, ok := m.configs[name]
 	if !ok {
 		return fmt.Errorf("peft: no adapter %q to save", name)
@@ -64,7 +80,7 @@ func (m *Model) SaveAdapter(dir, name string) error {
 		state = append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptHeadState(name)...)
 	} else {
 		var err error
-		if state, err = m.AdapterStateDict(name); err != nil {
+		if state, err = m.adapterStateDict(name); err != nil {
 			return err
 		}
 	}
@@ -177,6 +193,12 @@ func configFor(dir string, f *safetensors.File) (data []byte, path string, err e
 // prefix projection) — a computed copy that the caller owns and frees
 // with Param.Free.
 func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.adapterStateDict(name)
+}
+
+func (m *Model) adapterStateDict(name string) ([]nn.NamedParam, error) {
 	cfg, ok := m.configs[name]
 	if !ok {
 		return nil, fmt.Errorf("peft: no adapter %q", name)
@@ -329,6 +351,8 @@ func (m *Model) LoadAdapter(dir, name string, opts ...LoadOption) error {
 		return err
 	}
 	defer set.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	return m.loadAdapter(set, dir, name, cfg, st)
 }
 
@@ -345,7 +369,7 @@ func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, 
 		return err
 	}
 	if len(m.active) == 0 {
-		if err := m.SetAdapter(name); err != nil {
+		if err := m.setAdapter(name); err != nil {
 			return err
 		}
 	}
@@ -369,7 +393,7 @@ func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, 
 // fill copies the file's tensors into adapter name's parameters, after
 // checking every key and shape first.
 func (m *Model) fill(set *safetensors.Set, path, name string) error {
-	want, err := m.AdapterStateDict(name)
+	want, err := m.adapterStateDict(name)
 	if err != nil {
 		return err
 	}
