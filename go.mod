@@ -1,6 +1,6 @@
 module github.com/gopeft/peft
 
-go 1.22
+go 1.26.0
 
 require (
 	github.com/stretchr/testify v1.12.1
@@ -13,6 +13,7 @@ require (
 require (
 	git.sr.ht/~sbinet/gg v0.5.0 // indirect
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/ardanlabs/jinja v1.8.0 // indirect
 	github.com/campoy/embedmd v1.0.0 // indirect
 	github.com/go-fonts/liberation v0.3.1 // indirect
 	github.com/go-latex/latex v0.0.0-20230307184459-12ec69307ad9 // indirect
