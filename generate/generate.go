@@ -185,7 +185,7 @@ type runner struct {
 	cache  *models.Cache
 	steps  int
 	vocab  int64
-	scores [][]float32 // per row, every step's scores
+	scores [][]float32  // per row, every step's scores
 	rngs   []*rand.Rand // sampling: per row (decode) or per prompt (beams)
 }
 

@@ -1,0 +1,225 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopeft/peft/engine"
+	"github.com/gopeft/peft/generate"
+	"github.com/gopeft/peft/internal/testutil"
+	"github.com/gopeft/peft/lora"
+	"github.com/gopeft/peft/models/llama"
+	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
+	"github.com/stretchr/testify/require"
+)
+
+// randomLoRA is a LoRA config whose A and B are both random (nn.Linear's
+// init), so that every adapter changes the outputs.
+func randomLoRA(r int) *lora.Config {
+	return &lora.Config{R: r, LoraAlpha: float64(2 * r), InitLoraWeights: lora.Init{Value: "false"},
+		TargetModules: lora.List("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
+}
+
+// tinyWithAdapters is llama-tiny with n random LoRA adapters a0…a(n-1)
+// (and the unused "default").
+func tinyWithAdapters(t testing.TB, n int) *peft.Model {
+	base := testutil.Load(t, llama.Load, "llama-tiny")
+	tensor.ManualSeed(11)
+	m, err := peft.New(base, randomLoRA(4))
+	require.NoError(t, err)
+	for i := 0; i < n; i++ {
+		require.NoError(t, m.AddAdapter(fmt.Sprintf("a%d", i), randomLoRA(2+i%3*2)))
+	}
+	return m
+}
+
+type job struct {
+	req  engine.Request
+	want []int64
+	fin  string
+}
+
+// alone is what generate gives for r run alone: its tokens and finish.
+func alone(t testing.TB, m *peft.Model, r engine.Request) ([]int64, string) {
+	sel := &peft.Selection{Disabled: true}
+	if r.Adapter != "" && r.Adapter != peft.BaseAdapterName {
+		sel = &peft.Selection{Adapters: []string{r.Adapter}}
+	}
+	out, err := generate.Generate(context.Background(), generate.WithAdapters(m, sel), generate.Input{InputIDs: [][]int64{r.Prompt}}, r.Config)
+	require.NoError(t, err)
+	toks := out.NewTokens(0)
+	max := r.Config.MaxNewTokens
+	for i := range toks {
+		for _, st := range r.Stop {
+			if i+1 >= len(st) && equal(toks[i+1-len(st):i+1], st) {
+				return toks[:i+1], engine.FinishStop
+			}
+		}
+	}
+	if len(toks) > 0 && r.Config.EOSTokenID.Contains(toks[len(toks)-1]) {
+		return toks, engine.FinishStop
+	}
+	require.Len(t, toks, max)
+	return toks, engine.FinishLength
+}
+
+func equal(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// collect reads a request's events: its tokens, finish and error.
+func collect(ch <-chan engine.Event) ([]int64, string, error) {
+	var toks []int64
+	for ev := range ch {
+		if ev.Err != nil {
+			return toks, "", ev.Err
+		}
+		toks = append(toks, ev.Token)
+		if ev.Finish != "" {
+			return toks, ev.Finish, nil
+		}
+	}
+	return toks, "", errors.New("channel closed without a finish")
+}
+
+// jobs makes n requests over 16 adapters and the base model: greedy and
+// seeded sampling, various lengths, some with stop sequences and eos
+// tokens taken from their own reference answers.
+func jobs(t testing.TB, m *peft.Model, n, adapters int) []job {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var out []job
+	for i := 0; i < n; i++ {
+		prompt := make([]int64, 2+rng.IntN(12))
+		for j := range prompt {
+			prompt[j] = 3 + rng.Int64N(500)
+		}
+		cfg := generate.GenerationConfig{MaxNewTokens: 3 + rng.IntN(14)}
+		if i%2 == 1 {
+			seed := int64(100 + i)
+			cfg.DoSample, cfg.Seed, cfg.TopK = true, &seed, 40
+			cfg.Temperature = 0.7 + 0.1*float64(i%5)
+			if i%3 == 0 {
+				cfg.TopP = 0.9
+			}
+		}
+		if i%7 == 3 {
+			cfg.RepetitionPenalty = 1.3
+		}
+		adapter := fmt.Sprintf("a%d", i%adapters)
+		if i%9 == 8 {
+			adapter = peft.BaseAdapterName
+		}
+		r := engine.Request{Prompt: prompt, Adapter: adapter, Config: cfg}
+		full, _ := alone(t, m, r)
+		switch i % 5 { // end some early: a stop sequence or an eos token from the answer itself
+		case 1:
+			if len(full) >= 4 {
+				r.Stop = [][]int64{{9999}, full[2:4]}
+			}
+		case 2:
+			if len(full) >= 3 {
+				r.Config.EOSTokenID = generate.TokenIDs{full[len(full)/2]}
+			}
+		}
+		want, fin := alone(t, m, r)
+		out = append(out, job{req: r, want: want, fin: fin})
+	}
+	return out
+}
+
+func TestEngineEqualsGenerateAlone(t *testing.T) {
+	const adapters = 16
+	m := tinyWithAdapters(t, adapters)
+	defer nn.FreeParams(m)
+	js := jobs(t, m, 48, adapters)
+	var stops, eos int
+	for _, j := range js {
+		if j.req.Stop != nil {
+			stops++
+		}
+		if j.fin == engine.FinishStop && j.req.Stop == nil {
+			eos++
+		}
+	}
+	require.Positive(t, stops)
+	require.Positive(t, eos)
+
+	e, err := engine.New(m, engine.Options{MaxBatch: 7, MaxQueue: 64})
+	require.NoError(t, err)
+	// a writer changing the model meanwhile: adapters come and go
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			name := fmt.Sprintf("tmp%d", i)
+			if err := m.AddAdapter(name, randomLoRA(2)); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(time.Millisecond)
+			if err := m.DeleteAdapter(name); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	got := make([][]int64, len(js))
+	fins := make([]string, len(js))
+	errs := make([]error, len(js))
+	var clients sync.WaitGroup
+	for i, j := range js {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			time.Sleep(time.Duration(i%8) * 3 * time.Millisecond) // arrive while others decode
+			ch, err := e.Submit(context.Background(), j.req)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			got[i], fins[i], errs[i] = collect(ch)
+		}()
+	}
+	clients.Wait()
+	close(stop)
+	wg.Wait()
+	for i, j := range js {
+		require.NoError(t, errs[i], "request %d", i)
+		require.Equal(t, j.want, got[i], "request %d (%s, sample %v)", i, j.req.Adapter, j.req.Config.DoSample)
+		require.Equal(t, j.fin, fins[i], "request %d", i)
+	}
+	require.NoError(t, e.Shutdown(context.Background()))
+	st := e.Stats()
+	require.Equal(t, uint64(len(js)), st.Requests)
+	require.Equal(t, uint64(len(js)), st.Completed)
+	require.Equal(t, uint64(len(js)), st.FirstTokenCount)
+	require.Zero(t, st.Queued+st.Running)
+	var total int
+	for _, g := range got {
+		total += len(g)
+	}
+	require.Equal(t, uint64(total), st.GeneratedTokens)
+	require.Greater(t, float64(st.StepRows)/float64(st.Steps), 1.5, "rows were batched")
+}
