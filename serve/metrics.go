@@ -45,6 +45,13 @@ func (m *metrics) tokens(prompt, completion int) {
 	m.mu.Unlock()
 }
 
+// generated is the number of tokens generated so far.
+func (m *metrics) generated() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.completionTokens
+}
+
 func (m *metrics) ttft(d time.Duration) {
 	s := d.Seconds()
 	m.mu.Lock()

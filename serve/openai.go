@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // apiError is an OpenAI-style error: the HTTP status and the body
@@ -60,7 +61,8 @@ func jsonError(err error) *apiError {
 	}
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) && typeErr.Field != "" {
-		return invalid(typeErr.Field, "invalid_type", "%s: expected %s, got a JSON %s", typeErr.Field, goTypeName(typeErr.Type.String()), typeErr.Value)
+		field := strings.TrimPrefix(typeErr.Field, "samplingParams.") // the embedded struct's name is not the API's
+		return invalid(field, "invalid_type", "%s: expected %s, got a JSON %s", field, goTypeName(typeErr.Type.String()), typeErr.Value)
 	}
 	return invalid("", "invalid_json", "the request body is not valid JSON: %v", err)
 }

@@ -4,6 +4,7 @@
 //	peft merge --model DIR --adapter DIR [--adapter DIR]... --out DIR
 //	peft inspect DIR
 //	peft estimate --model DIR|config.json --method lora --r 8 --batch 4 --seq 512 --dtype bf16 [--checkpointing]
+//	peft serve --model DIR [--adapter NAME=DIR]... [--addr HOST:PORT] [--max-batch N] [--max-queue N] [--max-adapters N] [--admin-token T]
 //
 // logits runs a HF checkpoint folder, with PEFT adapters when given (the
 // first is "default" and active; --merge folds it into the weights first),
@@ -65,6 +66,10 @@ commands:
            [--chart BASE]
            the peak memory of a training step by component (weights, activations, gradients, optimizer);
            --chart also draws it as stacked bars per method (BASE.svg, BASE.png)
+  serve    --model DIR [--adapter NAME=DIR]... [--addr HOST:PORT] [--max-batch N] [--max-queue N]
+           [--max-adapters N] [--admin-token T] [--chat-template NAME]
+           an OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models,
+           /v1/adapters, /health, /metrics) batching requests of every adapter over one base model
   plot     [--out BASE] [--title T] RUN_DIR|metrics.jsonl
            draw a training run's loss, eval loss and learning rate (BASE.svg, BASE.png)
 `
@@ -104,6 +109,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return plotCmd(args[1:], stdout, stderr)
 	case "train":
 		return trainCmd(args[1:], stdout, stderr)
+	case "serve":
+		return serveCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
