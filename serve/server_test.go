@@ -356,7 +356,7 @@ func TestGracefulShutdown(t *testing.T) {
 
 // /metrics is Prometheus' text format with the serving counters.
 func TestMetricsAndHealth(t *testing.T) {
-	_, hs, _, _ := startServer(t, Options{})
+	srv, hs, _, _ := startServer(t, Options{})
 	h, err := http.Get(hs.URL + "/health")
 	if err != nil || h.StatusCode != 200 {
 		t.Fatalf("/health: %v %v", err, h)
@@ -368,6 +368,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		}
 	}
 	post(t, hs.URL, "/v1/completions", `{"model": "nonesuch", "prompt": "hi"}`)
+	waitFor(t, "the engine to retire the finished rows", func() bool { st := srv.eng.Stats(); return st.Running == 0 && st.Queued == 0 })
 	resp, err := http.Get(hs.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)

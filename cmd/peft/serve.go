@@ -28,6 +28,20 @@ import (
 // serve) over a HF checkpoint folder and PEFT adapters, until SIGINT or
 // SIGTERM, which finish the running requests first.
 func serveCmd(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runServe(ctx, args, stdout, stderr, func() context.Context {
+		stop() // a second signal stops the graceful shutdown
+		fmt.Fprintln(stdout, "peft serve: shutting down, finishing running requests (Ctrl-C again to stop now)")
+		sctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		return sctx
+	}, nil)
+}
+
+// runServe serves until ctx is done, then shuts down gracefully within the
+// context that shutdown returns. ready, when set, is told the address
+// listened on.
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, shutdown func() context.Context, ready func(addr string)) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	modelDir := fs.String("model", "", "HF model folder (config.json, safetensors, tokenizer.json, tokenizer_config.json)")
@@ -108,29 +122,23 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 30 * time.Second}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	fmt.Fprintf(stdout, "peft serve: %s (%d adapters) on http://%s/v1\n", o.ModelName, len(list), ln.Addr())
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	stop()
-	fmt.Fprintln(stdout, "peft serve: shutting down, finishing running requests (Ctrl-C again to stop now)")
-	sctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	serr := srv.Shutdown(sctx)
+	sctx := shutdown()
+	serr := srv.Shutdown(sctx) // running requests finish; new ones get 503
 	herr := hs.Shutdown(sctx)
 	return errors.Join(serr, herr)
 }
 
-// servingModel wraps base for serving: with the first adapter when there
-// are some (the others are the server's to load, up to its cap), or with
-// none (a LoRA wrapper whose only adapter is deleted again), so that
-// adapters can be loaded at run time.
 // adapterArg is one --adapter NAME=DIR.
 type adapterArg struct{ name, dir string }
 
