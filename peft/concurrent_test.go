@@ -125,7 +125,7 @@ func TestConcurrentCallsWithTheirOwnAdapters(t *testing.T) {
 					continue
 				}
 				// a batch of generations, one adapter per prompt
-				c := (g / 2 + it) % len(cfgs)
+				c := (g/2 + it) % len(cfgs)
 				names := make([]string, len(prompts))
 				for p := range prompts {
 					names[p] = adapters[(p+g+it)%len(adapters)]
