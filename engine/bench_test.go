@@ -66,7 +66,7 @@ func benchServeModel(b *testing.B) *peft.Model {
 		}
 	}
 	b.Cleanup(func() { nn.FreeParams(m) })
-	total, _ := nn.CountParams(base)
+	_, total := nn.CountParams(base)
 	b.Logf("base parameters: %d", total)
 	return m
 }
@@ -153,4 +153,12 @@ func BenchmarkServeSequential(b *testing.B) {
 	}
 	sec := time.Since(start).Seconds() / float64(b.N)
 	b.ReportMetric(float64(benchRequests*benchNew)/sec, "tokens/s")
+}
+
+// ServeMixed16Grouped is ServeMixed16 with LoRA's grouped mixed-batch form
+// (lora.MixedGatherAdapters = 0): one pass per adapter.
+func BenchmarkServeMixed16Grouped(b *testing.B) {
+	defer func(v int) { lora.MixedGatherAdapters = v }(lora.MixedGatherAdapters)
+	lora.MixedGatherAdapters = 0
+	benchEngine(b, benchRequestsFor(func(i int) string { return fmt.Sprintf("a%d", i) }))
 }

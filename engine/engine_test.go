@@ -11,6 +11,7 @@ import (
 
 	"github.com/gopeft/peft/engine"
 	"github.com/gopeft/peft/generate"
+	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
@@ -348,4 +349,35 @@ func TestEngineAdapterDeletedWhileRunning(t *testing.T) {
 	toks, _, err := collect(stays)
 	require.NoError(t, err)
 	require.Equal(t, want, toks)
+}
+
+// RSS stays flat over many requests: every step's tensors are freed and
+// retired rows' cache rows go with them.
+func TestEngineRSSFlat(t *testing.T) {
+	m := tinyWithAdapters(t, 4)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{MaxBatch: 6})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, e.Shutdown(context.Background())) }()
+	rng := rand.New(rand.NewPCG(5, 6))
+	wave := func() { // 8 requests of mixed adapters and lengths
+		var chans []<-chan engine.Event
+		for i := 0; i < 8; i++ {
+			p := make([]int64, 1+rng.IntN(20))
+			for j := range p {
+				p[j] = rng.Int64N(512)
+			}
+			ch, err := e.Submit(context.Background(), engine.Request{Prompt: p, Adapter: fmt.Sprintf("a%d", i%4),
+				Config: generate.GenerationConfig{MaxNewTokens: 1 + rng.IntN(24)}})
+			require.NoError(t, err)
+			chans = append(chans, ch)
+		}
+		for _, ch := range chans {
+			_, _, err := collect(ch)
+			require.NoError(t, err)
+		}
+	}
+	before, after, growth := memstat.Growth(10, 60, wave)
+	t.Logf("RSS %d KiB -> %d KiB after 60 waves of 8 requests (%.2f%%)", before>>10, after>>10, 100*growth)
+	require.Less(t, growth, 0.05)
 }
