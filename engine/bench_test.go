@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -23,14 +24,15 @@ import (
 // LoRA adapters (r 16 on every linear layer of the blocks), 16 requests of
 // a 16-token prompt and 32 greedy new tokens:
 //
-//	go test ./engine -run '^$' -bench Serve -benchtime 1x -timeout 30m
+//	go test ./engine -run '^$' -bench 'Serve$' -benchtime 3x -timeout 60m
 //
-// ServeMixed16: the 16 requests, each with its own adapter, submitted at
-// once (one batch of 16 rows of 16 adapters); ServeOneAdapter: the same
-// with one adapter for all; ServeSequential: the 16 requests one after
-// another through generate.Generate, each alone. tokens/s counts generated
-// tokens over the wall time, prefill included. BENCH_THREADS sets
-// libtorch's threads (default 2).
+// The ways: "mixed16", the 16 requests, each with its own adapter,
+// submitted at once (one batch of 16 rows of 16 adapters); "one", the same
+// with one adapter for all; "grouped16", mixed16 with LoRA's grouped
+// mixed-batch form instead of the gathered one; "sequential", the 16
+// requests one after another through generate.Generate, each alone.
+// tokens/s counts generated tokens over the wall time, prefill included.
+// BENCH_THREADS sets libtorch's threads (default 2).
 
 const (
 	benchRequests = 16
@@ -84,81 +86,92 @@ func benchRequestsFor(adapters func(i int) string) []engine.Request {
 	return rs
 }
 
-func benchEngine(b *testing.B, rs []engine.Request) {
-	m := benchServeModel(b)
-	run := func() (time.Duration, engine.Stats) {
-		e, err := engine.New(m, engine.Options{MaxBatch: benchRequests})
+// serveEngine runs rs through a new engine at once and returns the wall
+// time and the engine's stats.
+func serveEngine(b *testing.B, m *peft.Model, rs []engine.Request) (time.Duration, engine.Stats) {
+	e, err := engine.New(m, engine.Options{MaxBatch: benchRequests})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	var chans []<-chan engine.Event
+	for _, r := range rs {
+		ch, err := e.Submit(context.Background(), r)
 		if err != nil {
 			b.Fatal(err)
 		}
-		start := time.Now()
-		var chans []<-chan engine.Event
-		for _, r := range rs {
-			ch, err := e.Submit(context.Background(), r)
-			if err != nil {
-				b.Fatal(err)
-			}
-			chans = append(chans, ch)
+		chans = append(chans, ch)
+	}
+	for _, ch := range chans {
+		if toks, _, err := collect(ch); err != nil || len(toks) != benchNew {
+			b.Fatalf("%d tokens, %v", len(toks), err)
 		}
-		for _, ch := range chans {
-			if toks, _, err := collect(ch); err != nil || len(toks) != benchNew {
-				b.Fatalf("%d tokens, %v", len(toks), err)
-			}
-		}
-		d := time.Since(start)
-		if err := e.Shutdown(context.Background()); err != nil {
+	}
+	d := time.Since(start)
+	if err := e.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return d, e.Stats()
+}
+
+// serveSequential runs rs one after another, each alone through generate.
+func serveSequential(b *testing.B, m *peft.Model, rs []engine.Request) time.Duration {
+	start := time.Now()
+	for _, r := range rs {
+		out, err := generate.Generate(context.Background(), generate.WithAdapters(m, &peft.Selection{Adapters: []string{r.Adapter}}),
+			generate.Input{InputIDs: [][]int64{r.Prompt}}, r.Config)
+		if err != nil || len(out.NewTokens(0)) != benchNew {
 			b.Fatal(err)
 		}
-		return d, e.Stats()
 	}
-	run() // warm-up
-	b.ResetTimer()
-	var total time.Duration
-	var st engine.Stats
-	for i := 0; i < b.N; i++ {
-		d, s := run()
-		total += d
-		st = s
-	}
-	sec := total.Seconds() / float64(b.N)
-	b.ReportMetric(float64(benchRequests*benchNew)/sec, "tokens/s")
-	b.ReportMetric(float64(st.StepRows)/float64(st.Steps), "rows/step")
+	return time.Since(start)
 }
 
-func BenchmarkServeMixed16(b *testing.B) {
-	benchEngine(b, benchRequestsFor(func(i int) string { return fmt.Sprintf("a%d", i) }))
-}
-
-func BenchmarkServeOneAdapter(b *testing.B) {
-	benchEngine(b, benchRequestsFor(func(int) string { return "a0" }))
-}
-
-func BenchmarkServeSequential(b *testing.B) {
+// BenchmarkServe measures the four ways in turn, b.N rounds (on a shared
+// machine the load changes: the rounds interleave the ways so that the
+// ratios compare like with like), and reports each way's median tokens/s,
+// the ratios of the targets, and the time to first token of the 16-adapter
+// batch (all 16 requests submitted at once; each is prefilled alone as it
+// joins, so the p99 is the 16th prefill).
+func BenchmarkServe(b *testing.B) {
 	m := benchServeModel(b)
-	rs := benchRequestsFor(func(i int) string { return fmt.Sprintf("a%d", i) })
-	run := func() {
-		for _, r := range rs {
-			out, err := generate.Generate(context.Background(), generate.WithAdapters(m, &peft.Selection{Adapters: []string{r.Adapter}}),
-				generate.Input{InputIDs: [][]int64{r.Prompt}}, r.Config)
-			if err != nil || len(out.NewTokens(0)) != benchNew {
-				b.Fatal(err)
-			}
-		}
-	}
-	run()
+	mixed := benchRequestsFor(func(i int) string { return fmt.Sprintf("a%d", i) })
+	one := benchRequestsFor(func(int) string { return "a0" })
+	tokens := float64(benchRequests * benchNew)
+	rate := func(d time.Duration) float64 { return tokens / d.Seconds() }
+	serveEngine(b, m, mixed) // warm-up
+	var rMixed, rOne, rGrouped, rSeq, p50, p99 []float64
 	b.ResetTimer()
-	start := time.Now()
 	for i := 0; i < b.N; i++ {
-		run()
+		d, st := serveEngine(b, m, mixed)
+		rMixed = append(rMixed, rate(d))
+		ttft := slices.Clone(st.FirstTokenRecent)
+		slices.Sort(ttft)
+		p50 = append(p50, float64(ttft[len(ttft)/2].Milliseconds()))
+		p99 = append(p99, float64(ttft[len(ttft)*99/100].Milliseconds()))
+		d, _ = serveEngine(b, m, one)
+		rOne = append(rOne, rate(d))
+		func() {
+			defer func(v int) { lora.MixedGatherAdapters = v }(lora.MixedGatherAdapters)
+			lora.MixedGatherAdapters = 0
+			d, _ = serveEngine(b, m, mixed)
+			rGrouped = append(rGrouped, rate(d))
+		}()
+		rSeq = append(rSeq, rate(serveSequential(b, m, mixed)))
+		b.Logf("round %d tokens/s: 16 adapters %.1f, one adapter %.1f, 16 grouped %.1f, sequential %.1f",
+			i, rMixed[i], rOne[i], rGrouped[i], rSeq[i])
 	}
-	sec := time.Since(start).Seconds() / float64(b.N)
-	b.ReportMetric(float64(benchRequests*benchNew)/sec, "tokens/s")
-}
-
-// ServeMixed16Grouped is ServeMixed16 with LoRA's grouped mixed-batch form
-// (lora.MixedGatherAdapters = 0): one pass per adapter.
-func BenchmarkServeMixed16Grouped(b *testing.B) {
-	defer func(v int) { lora.MixedGatherAdapters = v }(lora.MixedGatherAdapters)
-	lora.MixedGatherAdapters = 0
-	benchEngine(b, benchRequestsFor(func(i int) string { return fmt.Sprintf("a%d", i) }))
+	med := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	b.ReportMetric(med(rMixed), "mixed16-tok/s")
+	b.ReportMetric(med(rOne), "one-tok/s")
+	b.ReportMetric(med(rGrouped), "grouped16-tok/s")
+	b.ReportMetric(med(rSeq), "sequential-tok/s")
+	b.ReportMetric(med(rMixed)/med(rOne), "mixed/one")
+	b.ReportMetric(med(rMixed)/med(rSeq), "mixed/sequential")
+	b.ReportMetric(med(p50), "ttft-p50-ms")
+	b.ReportMetric(med(p99), "ttft-p99-ms")
 }
