@@ -11,6 +11,7 @@ import (
 
 	"github.com/gopeft/peft/engine"
 	"github.com/gopeft/peft/generate"
+	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
@@ -222,4 +223,161 @@ func TestEngineEqualsGenerateAlone(t *testing.T) {
 	}
 	require.Equal(t, uint64(total), st.GeneratedTokens)
 	require.Greater(t, float64(st.StepRows)/float64(st.Steps), 1.5, "rows were batched")
+}
+
+func TestEngineRefusesBadRequests(t *testing.T) {
+	m := tinyWithAdapters(t, 1)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{MaxContext: 32})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, e.Shutdown(context.Background())) }()
+	ctx := context.Background()
+	ok := generate.GenerationConfig{MaxNewTokens: 4}
+	for _, c := range []struct {
+		r    engine.Request
+		want error
+		msg  string
+	}{
+		{engine.Request{Prompt: []int64{5}, Adapter: "nope", Config: ok}, engine.ErrUnknownAdapter, `"nope"`},
+		{engine.Request{Config: ok}, engine.ErrBadRequest, "no tokens"},
+		{engine.Request{Prompt: make([]int64, 30), Config: ok}, engine.ErrContextLength, "30 prompt tokens + 4 new tokens > 32"},
+		{engine.Request{Prompt: []int64{5}, Config: generate.GenerationConfig{MaxNewTokens: 4, NumBeams: 2}}, engine.ErrBadRequest, "num_beams"},
+		{engine.Request{Prompt: []int64{5}, Config: generate.GenerationConfig{MaxNewTokens: 4, TopP: 2}}, engine.ErrBadRequest, "top_p"},
+		{engine.Request{Prompt: []int64{5}, Config: ok, Stop: [][]int64{{}}}, engine.ErrBadRequest, "stop sequence 0"},
+	} {
+		_, err := e.Submit(ctx, c.r)
+		require.ErrorIs(t, err, c.want)
+		require.ErrorContains(t, err, c.msg)
+	}
+	// the engine still serves
+	toks, fin, err := collect(must(e.Submit(ctx, engine.Request{Prompt: []int64{5, 6}, Adapter: "a0", Config: ok})))
+	require.NoError(t, err)
+	require.Len(t, toks, 4)
+	require.Equal(t, engine.FinishLength, fin)
+}
+
+func must(ch <-chan engine.Event, err error) <-chan engine.Event {
+	if err != nil {
+		panic(err)
+	}
+	return ch
+}
+
+func TestEngineQueueFullCancelShutdown(t *testing.T) {
+	m := tinyWithAdapters(t, 2)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{MaxBatch: 1, MaxQueue: 2})
+	require.NoError(t, err)
+	long := engine.Request{Prompt: []int64{7, 8, 9}, Adapter: "a1", Config: generate.GenerationConfig{MaxNewTokens: 120}}
+
+	// the first request takes the only row; two wait; the next is refused
+	ctx, cancel := context.WithCancel(context.Background())
+	first, err := e.Submit(ctx, long)
+	require.NoError(t, err)
+	<-first // running
+	var waiting []<-chan engine.Event
+	for i := 0; i < 2; i++ {
+		r := long
+		r.Config.MaxNewTokens = 3
+		ch, err := e.Submit(context.Background(), r)
+		require.NoError(t, err)
+		waiting = append(waiting, ch)
+	}
+	_, err = e.Submit(context.Background(), long)
+	require.ErrorIs(t, err, engine.ErrQueueFull)
+	require.True(t, e.InUse("a1"))
+	require.False(t, e.InUse("a0"))
+
+	// cancelling the running request retires it; the queued ones run
+	cancel()
+	_, _, err = collect(first)
+	require.ErrorIs(t, err, context.Canceled)
+	for _, ch := range waiting {
+		toks, fin, err := collect(ch)
+		require.NoError(t, err)
+		require.Len(t, toks, 3)
+		require.Equal(t, engine.FinishLength, fin)
+	}
+
+	// shutdown finishes what runs, then refuses
+	last, err := e.Submit(context.Background(), long)
+	require.NoError(t, err)
+	require.NoError(t, e.Shutdown(context.Background()))
+	toks, fin, err := collect(last)
+	require.NoError(t, err)
+	require.Len(t, toks, 120)
+	require.Equal(t, engine.FinishLength, fin)
+	_, err = e.Submit(context.Background(), long)
+	require.ErrorIs(t, err, engine.ErrClosed)
+	st := e.Stats()
+	require.Equal(t, uint64(1), st.Rejected)
+	require.Equal(t, uint64(1), st.Failed)
+	require.Equal(t, uint64(3), st.Completed)
+	require.False(t, e.InUse("a1"))
+}
+
+func TestEngineShutdownDeadline(t *testing.T) {
+	m := tinyWithAdapters(t, 1)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{MaxBatch: 1})
+	require.NoError(t, err)
+	ch, err := e.Submit(context.Background(), engine.Request{Prompt: []int64{7}, Config: generate.GenerationConfig{MaxNewTokens: 120}})
+	require.NoError(t, err)
+	<-ch
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, e.Shutdown(ctx), context.Canceled)
+	_, _, err = collect(ch)
+	require.ErrorIs(t, err, engine.ErrClosed)
+}
+
+func TestEngineAdapterDeletedWhileRunning(t *testing.T) {
+	m := tinyWithAdapters(t, 2)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, e.Shutdown(context.Background())) }()
+	gone, err := e.Submit(context.Background(), engine.Request{Prompt: []int64{7}, Adapter: "a1", Config: generate.GenerationConfig{MaxNewTokens: 120}})
+	require.NoError(t, err)
+	stays, err := e.Submit(context.Background(), engine.Request{Prompt: []int64{7, 8}, Adapter: "a0", Config: generate.GenerationConfig{MaxNewTokens: 60}})
+	require.NoError(t, err)
+	<-gone
+	require.NoError(t, m.DeleteAdapter("a1"))
+	_, _, err = collect(gone)
+	require.ErrorContains(t, err, `adapter "a1" was deleted`)
+	want, _ := alone(t, m, engine.Request{Prompt: []int64{7, 8}, Adapter: "a0", Config: generate.GenerationConfig{MaxNewTokens: 60}})
+	toks, _, err := collect(stays)
+	require.NoError(t, err)
+	require.Equal(t, want, toks)
+}
+
+// RSS stays flat over many requests: every step's tensors are freed and
+// retired rows' cache rows go with them.
+func TestEngineRSSFlat(t *testing.T) {
+	m := tinyWithAdapters(t, 4)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{MaxBatch: 6})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, e.Shutdown(context.Background())) }()
+	rng := rand.New(rand.NewPCG(5, 6))
+	wave := func() { // 8 requests of mixed adapters and lengths
+		var chans []<-chan engine.Event
+		for i := 0; i < 8; i++ {
+			p := make([]int64, 1+rng.IntN(20))
+			for j := range p {
+				p[j] = rng.Int64N(512)
+			}
+			ch, err := e.Submit(context.Background(), engine.Request{Prompt: p, Adapter: fmt.Sprintf("a%d", i%4),
+				Config: generate.GenerationConfig{MaxNewTokens: 1 + rng.IntN(24)}})
+			require.NoError(t, err)
+			chans = append(chans, ch)
+		}
+		for _, ch := range chans {
+			_, _, err := collect(ch)
+			require.NoError(t, err)
+		}
+	}
+	before, after, growth := memstat.Growth(10, 60, wave)
+	t.Logf("RSS %d KiB -> %d KiB after 60 waves of 8 requests (%.2f%%)", before>>10, after>>10, 100*growth)
+	require.Less(t, growth, 0.05)
 }

@@ -8,8 +8,15 @@
 // It runs any model of the library — a base model, a merged one, or a
 // peft.Model with LoRA, IA3, bottleneck adapters, prompt tuning, P-tuning
 // or prefix tuning attached (the virtual tokens or prefixes enter the KV
-// cache on the first step and are not recomputed) — and, through
-// RowAdapters, a different LoRA adapter per prompt.
+// cache on the first step and are not recomputed) — with the adapter
+// choice of the call (WithAdapters: one adapter, several, or the base
+// model, without changing the model, so concurrent generations with
+// different adapters are safe) or a different LoRA adapter per prompt
+// (RowAdapters). Sampling state is per prompt: each prompt has its own
+// generator, seeded with Input.Seeds[i] or the config's Seed, so a
+// prompt's tokens do not depend on the rest of the batch. Decoder is one
+// sequence's token choice for callers that run the model themselves (the
+// continuous-batching package engine).
 //
 // Batches are left-padded (LeftPad), positions follow generate()'s
 // cumsum(mask)-1, the KV cache carries the past, each row stops at its eos

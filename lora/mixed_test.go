@@ -126,6 +126,17 @@ func TestLinearMixedRowsIndependentMath(t *testing.T) {
 	check(s.Float32s(y), expect(names))
 	restore()
 
+	// the gathered (BGMV) form gives the same rows
+	defer func(v int) { lora.MixedGatherAdapters = v }(lora.MixedGatherAdapters)
+	for _, g := range []int{1, 0} {
+		lora.MixedGatherAdapters = g
+		restore = peft.WithSelection(s, &peft.Selection{Rows: names})
+		y = layer.Forward(s, x)
+		require.NoError(t, s.Err())
+		check(s.Float32s(y), expect(names))
+		restore()
+	}
+
 	// without a selection: the active adapter on every row again
 	y = layer.Forward(s, x)
 	require.NoError(t, s.Err())

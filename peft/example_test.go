@@ -8,9 +8,11 @@ import (
 	"strings"
 
 	"github.com/gopeft/peft/lora" // also registers LORA with peft.Load
+	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	"github.com/gopeft/peft/tensor"
 )
 
 // Load an adapter that Python PEFT saved, switch it off and on, and merge it.
@@ -158,4 +160,38 @@ func ExampleModel_SetAdapter() {
 	// [a]
 	// [a b]
 	// b saved in its subfolder: true
+}
+
+// One forward with an adapter choice of its own (the model's active
+// adapter stays as it is): a mixed batch, one adapter per row.
+func ExampleModel_ForwardWith() {
+	base, err := llama.Load("../testdata/hf/llama-tiny")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	m, err := peft.Load(base, "../testdata/hf/adapters/llama-tiny/lora-default")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer nn.FreeParams(m)
+	if err := m.LoadAdapter("../testdata/hf/adapters/llama-tiny/lora-rich", "rich"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	s := tensor.NoGradScope()
+	defer s.Close()
+	ids := s.FromInt64([]int64{328, 384, 353, 180, 256, 432}, 2, 3)
+	out, err := m.ForwardWith(s, models.Inputs{InputIDs: ids}, &peft.Selection{Rows: []string{"rich", peft.BaseAdapterName}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(out.Logits.Shape(), m.ActiveAdapters())
+	_, err = m.ForwardWith(s, models.Inputs{InputIDs: ids}, &peft.Selection{Adapters: []string{"nope"}})
+	fmt.Println(err)
+	// Output:
+	// [2 3 512] [default]
+	// peft: forward: peft: no adapter "nope" (have [default rich])
 }

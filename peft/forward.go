@@ -8,21 +8,6 @@ import (
 	"github.com/gopeft/peft/tensor"
 )
 
-// Concurrency. A Model is safe for concurrent use: any number of
-// goroutines may run forwards and generations on it at once, each with its
-// own adapter choice (a Selection: ForwardWith, ForwardMixed,
-// generate.WithAdapters, generate.RowAdapters), while others change it
-// (AddAdapter, LoadAdapter, DeleteAdapter, SetAdapter, DisableAdapters,
-// Merge, Unmerge, Save…). Calls hold the read side of the model's lock for
-// their duration (a generation for all its steps, see Hold); changes take
-// the write side, so they wait for the running calls and the calls started
-// after them wait for the change. The model's own choice (SetAdapter,
-// DisableAdapters) is what calls without a Selection run: a service that
-// serves several adapters passes them per call instead of switching.
-//
-// Training (an optimizer updating adapter parameters) is not a change in
-// this sense: train one model from one goroutine.
-
 type heldKey struct{ m *Model }
 
 // Hold takes the read side of the model's lock for every call run in s

@@ -27,6 +27,21 @@ const (
 // Prompt-learning methods (prompt tuning, P-tuning, prefix tuning) leave
 // the layers alone and keep one prompt encoder per adapter in
 // PromptEncoder (prompt_encoder.default.embedding.weight, …).
+//
+// A Model is safe for concurrent use: any number of goroutines may run
+// forwards and generations on it at once, each with its own adapter choice
+// (a Selection: ForwardWith, ForwardMixed, generate.WithAdapters,
+// generate.RowAdapters), while others change it (AddAdapter, LoadAdapter,
+// DeleteAdapter, SetAdapter, DisableAdapters, Merge, Unmerge, Save…).
+// Calls hold the read side of the model's lock for their duration (a
+// generation for all its steps, see Hold); changes take the write side, so
+// they wait for the running calls, and calls started after them wait for
+// the change. The model's own choice (SetAdapter, DisableAdapters) is what
+// calls without a Selection run; DisableAdapters also turns adapters off
+// for calls with one (PEFT's disable_adapter is model-wide), so a service
+// passes Selection{Disabled: true} per call instead. Training (an
+// optimizer updating adapter parameters in place) is not a change in this
+// sense: train one model from one goroutine.
 type Model struct {
 	BaseModel     *TunerModel    `nn:"base_model"`
 	PromptEncoder *nn.ModuleDict `nn:"prompt_encoder"` // nil unless the method is prompt learning

@@ -9,6 +9,15 @@ import (
 // wrapper). Injecting a method replaces a child of the model with a Tuner;
 // unloading puts BaseLayer back. PeftModel drives every Tuner through this
 // interface and never needs to know the method.
+//
+// Forward runs the adapters of the call (CallAdapters: the call's
+// Selection, else the layer's own active list), never per-call state kept
+// in the layer, so concurrent forwards with different selections are
+// independent; a Tuner that cannot run a different adapter per row fails
+// the scope when CallRows is set (or implements RowChecker when it can).
+// The setters (SetActive, SetDisabled, Merge, DeleteAdapter…) are not safe
+// against running forwards by themselves: peft.Model calls them under its
+// write lock.
 type Tuner interface {
 	nn.Layer
 	// BaseLayer is the wrapped original layer.
