@@ -69,6 +69,8 @@ func (m *metrics) ttft(d time.Duration) {
 type gauges struct {
 	queued, running, residentAdapters, knownAdapters int
 	batchSize                                        float64
+	// the engine's sequence counters
+	completed, failed, rejected, steps uint64
 }
 
 func (m *metrics) write(w io.Writer, g gauges) {
@@ -94,6 +96,9 @@ func (m *metrics) write(w io.Writer, g gauges) {
 	fmt.Fprintf(&b, "# HELP peft_queue_length Sequences waiting for a place in the decode batch.\n# TYPE peft_queue_length gauge\npeft_queue_length %d\n", g.queued)
 	fmt.Fprintf(&b, "# HELP peft_running_sequences Sequences in the decode batch.\n# TYPE peft_running_sequences gauge\npeft_running_sequences %d\n", g.running)
 	fmt.Fprintf(&b, "# HELP peft_batch_size Mean rows per decoding step since the start.\n# TYPE peft_batch_size gauge\npeft_batch_size %g\n", g.batchSize)
+	fmt.Fprintf(&b, "# HELP peft_sequences_total Generated sequences (one per choice) by how they ended.\n# TYPE peft_sequences_total counter\n")
+	fmt.Fprintf(&b, "peft_sequences_total{result=\"completed\"} %d\npeft_sequences_total{result=\"failed\"} %d\npeft_sequences_total{result=\"rejected\"} %d\n", g.completed, g.failed, g.rejected)
+	fmt.Fprintf(&b, "# HELP peft_decode_steps_total Batched decoding steps.\n# TYPE peft_decode_steps_total counter\npeft_decode_steps_total %d\n", g.steps)
 	fmt.Fprintf(&b, "# HELP peft_adapters_resident Adapters loaded in memory.\n# TYPE peft_adapters_resident gauge\npeft_adapters_resident %d\n", g.residentAdapters)
 	fmt.Fprintf(&b, "# HELP peft_adapters_known Adapters the server can serve (resident or loadable).\n# TYPE peft_adapters_known gauge\npeft_adapters_known %d\n", g.knownAdapters)
 	b.WriteString("# HELP peft_time_to_first_token_seconds Time from a request's admission to its first token.\n# TYPE peft_time_to_first_token_seconds histogram\n")

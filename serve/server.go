@@ -266,7 +266,8 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	st := s.eng.Stats()
 	res, known := s.adapters.counts()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	s.metrics.write(w, gauges{queued: st.Queued, running: st.Running, residentAdapters: res, knownAdapters: known, batchSize: meanBatch(st)})
+	s.metrics.write(w, gauges{queued: st.Queued, running: st.Running, residentAdapters: res, knownAdapters: known, batchSize: meanBatch(st),
+		completed: st.Completed, failed: st.Failed, rejected: st.Rejected, steps: st.Steps})
 }
 
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {

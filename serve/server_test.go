@@ -383,7 +383,7 @@ func TestMetricsAndHealth(t *testing.T) {
 		`peft_time_to_first_token_seconds_bucket{le="+Inf"} 3`,
 		"peft_time_to_first_token_seconds_count 3",
 		"peft_queue_length 0", "peft_running_sequences 0", "# TYPE peft_batch_size gauge",
-		"peft_generated_tokens_total ",
+		"peft_generated_tokens_total ", `peft_sequences_total{result="completed"} 3`, "peft_decode_steps_total ",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, text)
