@@ -94,7 +94,11 @@ type Server struct {
 	mux      *http.ServeMux
 	closing  atomic.Bool
 	created  int64
-	inflight sync.WaitGroup
+	// running counts the requests being generated; idle is closed when
+	// it drops to 0 after closing is set.
+	mu      sync.Mutex
+	running int
+	idle    chan struct{}
 }
 
 // New starts an engine over m and returns the server. tok is the model's
@@ -212,15 +216,42 @@ func (r *statusRecorder) Flush() {
 // Shutdown stops taking requests (503, /health too) and waits for the
 // running ones to finish, or for ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
 	s.closing.Store(true)
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+		if s.running == 0 {
+			close(s.idle)
+		}
+	}
+	idle := s.idle
+	s.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	return s.eng.Shutdown(ctx)
+}
+
+// begin counts a request in, unless the server is shutting down.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.running++
+	return true
+}
+
+func (s *Server) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running--
+	if s.running == 0 && s.idle != nil {
+		close(s.idle)
+	}
 }
 
 // LoadAdapter loads the adapter saved in dir under name and serves it.
@@ -631,13 +662,12 @@ type choice struct {
 // run submits every choice of j to the engine and answers, streaming or
 // not.
 func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job, chat bool) {
-	if s.closing.Load() {
+	if !s.begin() {
 		writeError(w, &apiError{status: http.StatusServiceUnavailable, Type: "server_error", Code: strp("shutting_down"),
 			Message: "the server is shutting down", retryAfter: 1})
 		return
 	}
-	s.inflight.Add(1)
-	defer s.inflight.Done()
+	defer s.end()
 	adapter := peft.BaseAdapterName
 	if j.adapter != "" {
 		release, e := s.adapters.acquire(j.adapter)
@@ -651,6 +681,16 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job, chat bool) 
 	ctx, cancelAll := context.WithCancel(r.Context())
 	defer cancelAll()
 	var choices []*choice
+	// Before the adapter is released (the defer above runs after this
+	// one), every choice's generation has left the engine: a choice cut
+	// by a stop string or a client gone away is cancelled, and its
+	// channel closes once the engine has retired the row.
+	defer func() {
+		for _, c := range choices {
+			c.cancel()
+			drain(c.events)
+		}
+	}()
 	promptTokens := 0
 	for pi, p := range j.prompts {
 		promptTokens += len(p)
@@ -665,10 +705,6 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job, chat bool) 
 			ev, err := s.eng.Submit(cctx, engine.Request{Prompt: p, Adapter: adapter, Config: cfg})
 			if err != nil {
 				cancel()
-				for _, c := range choices {
-					c.cancel()
-					go drain(c.events)
-				}
 				writeError(w, submitError(err))
 				return
 			}
@@ -739,7 +775,7 @@ func drain(ch <-chan engine.Event) {
 	}
 }
 
-// collect reads c's events until it finishes: the detokenised text goes
+// collect reads c's events until it finishes (run drains what is left): the detokenised text goes
 // through the stop strings to emit (the new text of each step) and into
 // c.text. A stop string cancels the rest of the generation.
 func (s *Server) collect(c *choice, stops []string, emit func(string) error) *apiError {
@@ -762,7 +798,6 @@ func (s *Server) collect(c *choice, stops []string, emit func(string) error) *ap
 	finish := ""
 	for ev := range c.events {
 		if ev.Err != nil {
-			go drain(c.events)
 			if errors.Is(ev.Err, context.Canceled) || errors.Is(ev.Err, context.DeadlineExceeded) {
 				return &apiError{status: 499, Type: "invalid_request_error", Message: "request cancelled"}
 			}
@@ -779,13 +814,11 @@ func (s *Server) collect(c *choice, stops []string, emit func(string) error) *ap
 				released.WriteString(piece)
 				stopped, err := out(piece)
 				if err != nil {
-					go drain(c.events)
 					return &apiError{status: 499, Type: "invalid_request_error", Message: err.Error()}
 				}
 				if stopped {
 					c.finish = "stop"
 					c.cancel()
-					go drain(c.events)
 					return nil
 				}
 			}
