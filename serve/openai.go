@@ -94,6 +94,13 @@ type samplingParams struct {
 	StreamOptions       *streamOptions  `json:"stream_options"`
 	Stop                json.RawMessage `json:"stop"`
 	Seed                *int64          `json:"seed"`
+	// Not implemented: refused when asked for (never silently ignored).
+	Logprobs    json.RawMessage `json:"logprobs"`
+	TopLogprobs json.RawMessage `json:"top_logprobs"`
+	Echo        bool            `json:"echo"`
+	BestOf      json.RawMessage `json:"best_of"`
+	Tools       json.RawMessage `json:"tools"`
+	Suffix      json.RawMessage `json:"suffix"`
 	// Extensions that vLLM and LoRAX accept too.
 	TopK              *int     `json:"top_k"`
 	RepetitionPenalty *float64 `json:"repetition_penalty"`

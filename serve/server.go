@@ -420,6 +420,20 @@ func (s *Server) prepare(p *samplingParams, prompts [][]int64, chat bool) (*job,
 		}
 		j.adapter = p.Model
 	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"logprobs", p.Logprobs}, {"top_logprobs", p.TopLogprobs}, {"best_of", p.BestOf}, {"tools", p.Tools}, {"suffix", p.Suffix}} {
+		v := string(f.raw)
+		unset := v == "" || v == "null" || v == "false" || v == "0" || v == "[]" || v == `""` ||
+			(f.name == "best_of" && v == "1") // best_of 1 is the default (logprobs 1 asks for one)
+		if !unset {
+			return nil, invalid(f.name, "unsupported_parameter", "%s is not supported by this server", f.name)
+		}
+	}
+	if p.Echo {
+		return nil, invalid("echo", "unsupported_parameter", "echo is not supported by this server")
+	}
 	if p.StreamOptions != nil {
 		if !p.Stream {
 			return nil, invalid("stream_options", "", "stream_options is only allowed with stream: true")

@@ -82,6 +82,10 @@ func TestBadInput(t *testing.T) {
 		{"no messages", "/v1/chat/completions", `{"model": "base", "messages": []}`, 400, "", "messages"},
 		{"bad role", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "wizard", "content": "hi"}]}`, 400, "", "messages[0].role"},
 		{"image part", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}`, 400, "", "messages[0].content"},
+		{"logprobs", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "user", "content": "hi"}], "logprobs": true}`, 400, "unsupported_parameter", "logprobs"},
+		{"completion logprobs", "/v1/completions", `{"model": "base", "prompt": "hi", "logprobs": 2}`, 400, "unsupported_parameter", "logprobs"},
+		{"best_of", "/v1/completions", `{"model": "base", "prompt": "hi", "best_of": 3}`, 400, "unsupported_parameter", "best_of"},
+		{"tools", "/v1/chat/completions", `{"model": "base", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}`, 400, "unsupported_parameter", "tools"},
 		{"oversized body", "/v1/completions", `{"model": "base", "prompt": "` + strings.Repeat("x", 70<<10) + `"}`, 413, "request_too_large", ""},
 	}
 	for _, c := range cases {
