@@ -112,6 +112,10 @@ type Stats struct {
 	GeneratedTokens uint64
 	Steps           uint64 // decode steps (one batched forward each)
 	StepRows        uint64 // rows summed over decode steps (mean batch = StepRows/Steps)
+	// Wall time spent prefilling prompts (each alone, its first token
+	// included) and in decode steps.
+	PrefillTime time.Duration
+	DecodeTime  time.Duration
 	// Time to first token (Submit to the first event): the number and sum
 	// of observations, and the last ones (at most 1024, oldest first).
 	FirstTokenCount  uint64

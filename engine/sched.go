@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/peft"
@@ -77,6 +78,12 @@ func (e *Engine) prefill(b *batch, q *seq) {
 		e.send(q, Event{Err: err})
 		return
 	}
+	start := time.Now()
+	defer func() {
+		e.mu.Lock()
+		e.stats.PrefillTime += time.Since(start)
+		e.mu.Unlock()
+	}()
 	s := tensor.NoGradScope()
 	defer s.Close()
 	s.SetDevice(e.m.Device())
@@ -125,6 +132,12 @@ func (e *Engine) step(b *batch) {
 	if err := e.retire(b); err != nil || len(b.rows) == 0 {
 		return
 	}
+	start := time.Now()
+	defer func() {
+		e.mu.Lock()
+		e.stats.DecodeTime += time.Since(start)
+		e.mu.Unlock()
+	}()
 	s := tensor.NoGradScope()
 	defer s.Close()
 	s.SetDevice(e.m.Device())
