@@ -38,6 +38,9 @@ func (e *Engine) loop() {
 			admit, e.queue = e.queue, nil
 		} else {
 			for len(b.rows)+len(admit) < e.opt.MaxBatch && len(e.queue) > 0 {
+				if !e.rows && !e.sameAdapter(&b, admit, e.queue[0]) {
+					break // one adapter per batch: the head waits for the batch to drain
+				}
 				admit = append(admit, e.queue[0])
 				e.queue[0] = nil
 				e.queue = e.queue[1:]
@@ -69,6 +72,17 @@ func (e *Engine) loop() {
 		e.stats.Running = len(b.rows)
 		e.mu.Unlock()
 	}
+}
+
+// sameAdapter reports whether q's adapter is that of the batch's rows and
+// the admitted requests (true when there are none).
+func (e *Engine) sameAdapter(b *batch, admit []*seq, q *seq) bool {
+	for _, r := range append(admit, b.rows...) {
+		if r.adapter != q.adapter {
+			return false
+		}
+	}
+	return true
 }
 
 // prefill runs q's prompt alone (as generate does), sends its first token
