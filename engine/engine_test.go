@@ -433,3 +433,28 @@ func TestEngineRefusesPromptLearning(t *testing.T) {
 	_, err = engine.New(m, engine.Options{})
 	require.ErrorContains(t, err, "prompt-learning")
 }
+
+func TestEngineCancelWhileQueued(t *testing.T) {
+	m := tinyWithAdapters(t, 1)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{MaxBatch: 1, MaxQueue: 4})
+	require.NoError(t, err)
+	long := engine.Request{Prompt: []int64{7, 8, 9}, Adapter: "a0", Config: generate.GenerationConfig{MaxNewTokens: 120}}
+	ctx, cancel := context.WithCancel(context.Background())
+	first, err := e.Submit(ctx, long)
+	require.NoError(t, err)
+	<-first
+	wctx, wcancel := context.WithCancel(context.Background())
+	waiting, err := e.Submit(wctx, long)
+	require.NoError(t, err)
+	wcancel()
+	toks, _, err := collect(waiting) // while the first still runs
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, toks)
+	require.Zero(t, e.Stats().Queued)
+	cancel()
+	_, _, err = collect(first)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NoError(t, e.Shutdown(context.Background()))
+	require.Equal(t, uint64(2), e.Stats().Failed)
+}

@@ -33,7 +33,17 @@ func (e *Engine) loop() {
 	for {
 		e.mu.Lock()
 		abort, closed := e.abort, e.closed
-		var admit []*seq
+		var admit, gone []*seq
+		kept := e.queue[:0]
+		for _, q := range e.queue { // requests cancelled while they waited leave the queue
+			if q.ctx.Err() != nil {
+				gone = append(gone, q)
+			} else {
+				kept = append(kept, q)
+			}
+		}
+		clear(e.queue[len(kept):])
+		e.queue = kept
 		if abort {
 			admit, e.queue = e.queue, nil
 		} else {
@@ -48,6 +58,9 @@ func (e *Engine) loop() {
 		}
 		e.stats.Running = len(b.rows) + len(admit)
 		e.mu.Unlock()
+		for _, q := range gone {
+			e.send(q, Event{Err: q.ctx.Err()})
+		}
 		if abort {
 			for _, q := range append(admit, b.rows...) {
 				e.send(q, Event{Err: ErrClosed})
