@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -58,6 +59,8 @@ func benchServeModel(b *testing.B) *peft.Model {
 		return &lora.Config{R: 16, LoraAlpha: 32, InitLoraWeights: lora.Init{Value: "false"},
 			TargetModules: lora.List("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
 	}
+	_, baseParams := nn.CountParams(base)
+	b.Logf("base parameters: %d", baseParams)
 	m, err := peft.New(base, cfg())
 	if err != nil {
 		b.Fatal(err)
@@ -68,8 +71,6 @@ func benchServeModel(b *testing.B) *peft.Model {
 		}
 	}
 	b.Cleanup(func() { nn.FreeParams(m) })
-	_, total := nn.CountParams(base)
-	b.Logf("base parameters: %d", total)
 	return m
 }
 
@@ -115,12 +116,15 @@ func serveEngine(b *testing.B, m *peft.Model, rs []engine.Request) (time.Duratio
 }
 
 // serveSequential runs rs one after another, each alone through generate.
-func serveSequential(b *testing.B, m *peft.Model, rs []engine.Request) time.Duration {
+// (with maxNew new tokens each).
+func serveSequential(b *testing.B, m *peft.Model, rs []engine.Request, maxNew int) time.Duration {
 	start := time.Now()
 	for _, r := range rs {
+		cfg := r.Config
+		cfg.MaxNewTokens = maxNew
 		out, err := generate.Generate(context.Background(), generate.WithAdapters(m, &peft.Selection{Adapters: []string{r.Adapter}}),
-			generate.Input{InputIDs: [][]int64{r.Prompt}}, r.Config)
-		if err != nil || len(out.NewTokens(0)) != benchNew {
+			generate.Input{InputIDs: [][]int64{r.Prompt}}, cfg)
+		if err != nil || len(out.NewTokens(0)) != maxNew {
 			b.Fatal(err)
 		}
 	}
@@ -140,26 +144,45 @@ func BenchmarkServe(b *testing.B) {
 	tokens := float64(benchRequests * benchNew)
 	rate := func(d time.Duration) float64 { return tokens / d.Seconds() }
 	serveEngine(b, m, mixed) // warm-up
-	var rMixed, rOne, rGrouped, rSeq, p50, p99 []float64
+	// decode-only: the tokens after each request's first over the time in
+	// decode steps (sequential: the run minus a run of one token each)
+	decodeRate := func(st engine.Stats) float64 {
+		return float64(benchRequests*(benchNew-1)) / st.DecodeTime.Seconds()
+	}
+	var rMixed, rOne, rGrouped, rSeq, p50, p99, dMixed, dOne, dSeq []float64
+	var cMixed, cOne, cSeq []float64 // tokens per CPU second of the process (less sensitive to other processes)
+	cpuRate := func(t0 time.Duration) float64 { return tokens / (cpuTime() - t0).Seconds() }
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		c0 := cpuTime()
 		d, st := serveEngine(b, m, mixed)
+		cMixed = append(cMixed, cpuRate(c0))
 		rMixed = append(rMixed, rate(d))
 		ttft := slices.Clone(st.FirstTokenRecent)
 		slices.Sort(ttft)
 		p50 = append(p50, float64(ttft[len(ttft)/2].Milliseconds()))
 		p99 = append(p99, float64(ttft[len(ttft)*99/100].Milliseconds()))
-		d, _ = serveEngine(b, m, one)
+		dMixed = append(dMixed, decodeRate(st))
+		c0 = cpuTime()
+		d, st = serveEngine(b, m, one)
+		cOne = append(cOne, cpuRate(c0))
 		rOne = append(rOne, rate(d))
+		dOne = append(dOne, decodeRate(st))
 		func() {
 			defer func(v int) { lora.MixedGatherAdapters = v }(lora.MixedGatherAdapters)
 			lora.MixedGatherAdapters = 0
 			d, _ = serveEngine(b, m, mixed)
 			rGrouped = append(rGrouped, rate(d))
 		}()
-		rSeq = append(rSeq, rate(serveSequential(b, m, mixed)))
-		b.Logf("round %d tokens/s: 16 adapters %.1f, one adapter %.1f, 16 grouped %.1f, sequential %.1f",
-			i, rMixed[i], rOne[i], rGrouped[i], rSeq[i])
+		c0 = cpuTime()
+		full := serveSequential(b, m, mixed, benchNew)
+		cSeq = append(cSeq, cpuRate(c0))
+		first := serveSequential(b, m, mixed, 1)
+		rSeq = append(rSeq, rate(full))
+		dSeq = append(dSeq, float64(benchRequests*(benchNew-1))/(full-first).Seconds())
+		b.Logf("round %d tokens per CPU-second: 16 adapters %.1f, one adapter %.1f, sequential %.1f", i, cMixed[i], cOne[i], cSeq[i])
+		b.Logf("round %d tokens/s: 16 adapters %.1f (decode %.1f), one adapter %.1f (decode %.1f), 16 grouped %.1f, sequential %.1f (decode %.1f)",
+			i, rMixed[i], dMixed[i], rOne[i], dOne[i], rGrouped[i], rSeq[i], dSeq[i])
 	}
 	med := func(v []float64) float64 {
 		v = slices.Clone(v)
@@ -172,6 +195,19 @@ func BenchmarkServe(b *testing.B) {
 	b.ReportMetric(med(rSeq), "sequential-tok/s")
 	b.ReportMetric(med(rMixed)/med(rOne), "mixed/one")
 	b.ReportMetric(med(rMixed)/med(rSeq), "mixed/sequential")
+	b.ReportMetric(med(dMixed)/med(dOne), "decode-mixed/one")
+	b.ReportMetric(med(dMixed)/med(dSeq), "decode-mixed/sequential")
+	b.ReportMetric(med(cMixed)/med(cOne), "cpu-mixed/one")
+	b.ReportMetric(med(cMixed)/med(cSeq), "cpu-mixed/sequential")
 	b.ReportMetric(med(p50), "ttft-p50-ms")
 	b.ReportMetric(med(p99), "ttft-p99-ms")
+}
+
+// cpuTime is the process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

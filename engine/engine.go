@@ -3,7 +3,11 @@
 // the running decode batch at every step (each prompt is prefilled alone,
 // then its key/value cache rows join the batch), runs one forward for all
 // running rows — rows of different LoRA adapters in the same matmuls
-// (peft.Selection.Rows) —, and retires finished or cancelled rows. Every
+// (peft.Selection.Rows) —, and retires finished or cancelled rows. With a
+// method that cannot run a different adapter per row (IA3, bottleneck
+// adapters: peft.Model.RowsSupported is false) a batch holds one adapter
+// at a time, and a request for another waits for it to drain.
+// Prompt-learning models are refused. Every
 // row has its own cache rows, stop conditions, token budget, sampling
 // settings and generator (generate.Decoder), so a request's tokens are
 // those of the same request run alone through generate.Generate (greedy,
@@ -112,6 +116,10 @@ type Stats struct {
 	GeneratedTokens uint64
 	Steps           uint64 // decode steps (one batched forward each)
 	StepRows        uint64 // rows summed over decode steps (mean batch = StepRows/Steps)
+	// Wall time spent prefilling prompts (each alone, its first token
+	// included) and in decode steps.
+	PrefillTime time.Duration
+	DecodeTime  time.Duration
 	// Time to first token (Submit to the first event): the number and sum
 	// of observations, and the last ones (at most 1024, oldest first).
 	FirstTokenCount  uint64
@@ -127,6 +135,7 @@ type Engine struct {
 	m      *peft.Model
 	opt    Options
 	maxCtx int
+	rows   bool // the model runs a different adapter per row
 
 	mu     sync.Mutex
 	queue  []*seq
@@ -163,6 +172,9 @@ func New(m *peft.Model, o Options) (*Engine, error) {
 	if m == nil {
 		return nil, errors.New("engine: no model")
 	}
+	if m.PromptEncoder != nil {
+		return nil, errors.New("engine: prompt-learning adapters (prompt tuning, P-tuning, prefix tuning) are not supported: their virtual tokens shift every row's positions")
+	}
 	if o.MaxBatch < 0 || o.MaxQueue < 0 || o.MaxContext < 0 {
 		return nil, fmt.Errorf("engine: options must not be negative: %+v", o)
 	}
@@ -172,7 +184,7 @@ func New(m *peft.Model, o Options) (*Engine, error) {
 	if o.MaxQueue == 0 {
 		o.MaxQueue = 64
 	}
-	e := &Engine{m: m, opt: o, maxCtx: o.MaxContext, inUse: map[string]int{},
+	e := &Engine{m: m, opt: o, maxCtx: o.MaxContext, rows: m.RowsSupported(), inUse: map[string]int{},
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	if e.maxCtx == 0 {
 		e.maxCtx = modelContext(m.Base())

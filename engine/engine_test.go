@@ -5,18 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gopeft/peft/engine"
 	"github.com/gopeft/peft/generate"
+	"github.com/gopeft/peft/ia3"
 	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
+	_ "github.com/gopeft/peft/prompt" // registers PROMPT_TUNING with peft.Load
 	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 )
@@ -380,4 +383,78 @@ func TestEngineRSSFlat(t *testing.T) {
 	before, after, growth := memstat.Growth(10, 60, wave)
 	t.Logf("RSS %d KiB -> %d KiB after 60 waves of 8 requests (%.2f%%)", before>>10, after>>10, 100*growth)
 	require.Less(t, growth, 0.05)
+}
+
+// IA3 cannot run one adapter per row: the engine batches one adapter at a
+// time, and the answers still equal generate's.
+func TestEngineOneAdapterPerBatchWithoutRows(t *testing.T) {
+	base := testutil.Load(t, llama.Load, "llama-tiny")
+	m, err := ia3.Wrap(base, &ia3.Config{})
+	require.NoError(t, err)
+	defer nn.FreeParams(m)
+	require.NoError(t, m.AddAdapter("second", &ia3.Config{}))
+	require.False(t, m.RowsSupported())
+	s := tensor.NoGradScope()
+	tensor.ManualSeed(3)
+	for _, np := range nn.NamedParams(m) {
+		if strings.Contains(np.Name, ".ia3_l.") {
+			s.CopyInto(np.Param.T(), s.AddScalar(s.MulScalar(s.Randn(tensor.Float32, np.Param.Shape()...), 0.5), 1))
+		}
+	}
+	require.NoError(t, s.Err())
+	s.Close()
+	e, err := engine.New(m, engine.Options{MaxBatch: 4})
+	require.NoError(t, err)
+	var reqs []engine.Request
+	var chans []<-chan engine.Event
+	for i := 0; i < 10; i++ {
+		r := engine.Request{Prompt: []int64{int64(10 + i), 20, int64(30 + 2*i)}, Adapter: []string{"default", "second", ""}[i%3],
+			Config: generate.GenerationConfig{MaxNewTokens: 4 + i%5}}
+		ch, err := e.Submit(context.Background(), r)
+		require.NoError(t, err)
+		reqs, chans = append(reqs, r), append(chans, ch)
+	}
+	for i, ch := range chans {
+		toks, _, err := collect(ch)
+		require.NoError(t, err)
+		want, _ := alone(t, m, reqs[i])
+		require.Equal(t, want, toks, "request %d (%q)", i, reqs[i].Adapter)
+	}
+	require.NoError(t, e.Shutdown(context.Background()))
+}
+
+func TestEngineRefusesPromptLearning(t *testing.T) {
+	base := testutil.Load(t, llama.Load, "llama-tiny")
+	m, err := peft.Load(base, testutil.Fixtures(t, "adapters", "llama-tiny", "prompt-tuning-random"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nn.FreeParams(m)
+	_, err = engine.New(m, engine.Options{})
+	require.ErrorContains(t, err, "prompt-learning")
+}
+
+func TestEngineCancelWhileQueued(t *testing.T) {
+	m := tinyWithAdapters(t, 1)
+	defer nn.FreeParams(m)
+	e, err := engine.New(m, engine.Options{MaxBatch: 1, MaxQueue: 4})
+	require.NoError(t, err)
+	long := engine.Request{Prompt: []int64{7, 8, 9}, Adapter: "a0", Config: generate.GenerationConfig{MaxNewTokens: 120}}
+	ctx, cancel := context.WithCancel(context.Background())
+	first, err := e.Submit(ctx, long)
+	require.NoError(t, err)
+	<-first
+	wctx, wcancel := context.WithCancel(context.Background())
+	waiting, err := e.Submit(wctx, long)
+	require.NoError(t, err)
+	wcancel()
+	toks, _, err := collect(waiting) // while the first still runs
+	require.ErrorIs(t, err, context.Canceled)
+	require.Empty(t, toks)
+	require.Zero(t, e.Stats().Queued)
+	cancel()
+	_, _, err = collect(first)
+	require.ErrorIs(t, err, context.Canceled)
+	require.NoError(t, e.Shutdown(context.Background()))
+	require.Equal(t, uint64(2), e.Stats().Failed)
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/peft"
@@ -32,11 +33,24 @@ func (e *Engine) loop() {
 	for {
 		e.mu.Lock()
 		abort, closed := e.abort, e.closed
-		var admit []*seq
+		var admit, gone []*seq
+		kept := e.queue[:0]
+		for _, q := range e.queue { // requests cancelled while they waited leave the queue
+			if q.ctx.Err() != nil {
+				gone = append(gone, q)
+			} else {
+				kept = append(kept, q)
+			}
+		}
+		clear(e.queue[len(kept):])
+		e.queue = kept
 		if abort {
 			admit, e.queue = e.queue, nil
 		} else {
 			for len(b.rows)+len(admit) < e.opt.MaxBatch && len(e.queue) > 0 {
+				if !e.rows && !e.sameAdapter(&b, admit, e.queue[0]) {
+					break // one adapter per batch: the head waits for the batch to drain
+				}
 				admit = append(admit, e.queue[0])
 				e.queue[0] = nil
 				e.queue = e.queue[1:]
@@ -44,6 +58,9 @@ func (e *Engine) loop() {
 		}
 		e.stats.Running = len(b.rows) + len(admit)
 		e.mu.Unlock()
+		for _, q := range gone {
+			e.send(q, Event{Err: q.ctx.Err()})
+		}
 		if abort {
 			for _, q := range append(admit, b.rows...) {
 				e.send(q, Event{Err: ErrClosed})
@@ -70,6 +87,17 @@ func (e *Engine) loop() {
 	}
 }
 
+// sameAdapter reports whether q's adapter is that of the batch's rows and
+// the admitted requests (true when there are none).
+func (e *Engine) sameAdapter(b *batch, admit []*seq, q *seq) bool {
+	for _, r := range append(admit, b.rows...) {
+		if r.adapter != q.adapter {
+			return false
+		}
+	}
+	return true
+}
+
 // prefill runs q's prompt alone (as generate does), sends its first token
 // and, unless that ends it, moves its cache rows into the batch.
 func (e *Engine) prefill(b *batch, q *seq) {
@@ -77,6 +105,12 @@ func (e *Engine) prefill(b *batch, q *seq) {
 		e.send(q, Event{Err: err})
 		return
 	}
+	start := time.Now()
+	defer func() {
+		e.mu.Lock()
+		e.stats.PrefillTime += time.Since(start)
+		e.mu.Unlock()
+	}()
 	s := tensor.NoGradScope()
 	defer s.Close()
 	s.SetDevice(e.m.Device())
@@ -125,6 +159,12 @@ func (e *Engine) step(b *batch) {
 	if err := e.retire(b); err != nil || len(b.rows) == 0 {
 		return
 	}
+	start := time.Now()
+	defer func() {
+		e.mu.Lock()
+		e.stats.DecodeTime += time.Since(start)
+		e.mu.Unlock()
+	}()
 	s := tensor.NoGradScope()
 	defer s.Close()
 	s.SetDevice(e.m.Device())

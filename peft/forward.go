@@ -169,3 +169,23 @@ func (m *Model) checkCall(s *tensor.Scope, b *models.Batch) error {
 	}
 	return nil
 }
+
+// RowsSupported reports whether the model can run a different adapter on
+// each row of a batch (Selection.Rows, ForwardMixed): its method's layers
+// implement RowChecker (LoRA, modules_to_save) and it is not prompt
+// learning. Merged or DoRA adapters can still refuse a given call.
+func (m *Model) RowsSupported() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.PromptEncoder != nil {
+		return false
+	}
+	n := 0
+	for _, pt := range tuners(m.BaseModel.Model) {
+		if _, ok := pt.tuner.(RowChecker); !ok {
+			return false
+		}
+		n++
+	}
+	return n > 0
+}
