@@ -85,7 +85,7 @@ func TestInstructionsAndSplit(t *testing.T) {
 		{Prompt: "这一联是五言还是七言？刘郎自爱看花好，不管风吹雨打斜。", Answer: "七言", Poem: 3, Wrong: seven},
 	}
 	if !reflect.DeepEqual(qs, want) {
-		t.Fatalf("questions = %q\nwant %q", qs, want)
+		t.Fatalf("questions = %+v\nwant %+v", qs, want)
 	}
 	tr, te := Split(qs, len(poems), 2, 1)
 	if len(tr)+len(te) != len(qs) || len(te) == 0 || len(tr) == 0 {
@@ -167,7 +167,7 @@ func TestVocabularyCoversTheQuestions(t *testing.T) {
 	}
 	qs := Instructions(poems, 8)
 	if len(qs) != 3 {
-		t.Fatalf("%d questions: %q", len(qs), qs)
+		t.Fatalf("%d questions: %+v", len(qs), qs)
 	}
 	if err := covers(tok, qs); err != nil {
 		t.Fatal(err)
