@@ -189,3 +189,7 @@ func TestConfigErrors(t *testing.T) {
 	_, err = loha.Wrap(testutil.Load(t, gpt2.Load, "gpt2-tiny"), &loha.Config{TargetModules: loha.List("c_attn")})
 	require.ErrorContains(t, err, "supports Linear layers")
 }
+
+func TestBadInputs(t *testing.T) { lycoristest.RequireBadInputsFail(t, "loha") }
+
+func TestBF16Base(t *testing.T) { lycoristest.RequireBF16Base(t, "loha", "hada_") }

@@ -207,3 +207,7 @@ func TestConfigErrors(t *testing.T) {
 	_, err = peft.New(lycoristest.Llama(t), c)
 	require.NoError(t, err)
 }
+
+func TestBadInputs(t *testing.T) { lycoristest.RequireBadInputsFail(t, "lokr-decompose-both") }
+
+func TestBF16Base(t *testing.T) { lycoristest.RequireBF16Base(t, "lokr", "lokr_") }

@@ -202,7 +202,8 @@ func Number(f float64) json.Number {
 }
 
 // Init is init_weights: true, false, or (LoKr, PEFT ≥ 0.14) "lycoris".
-// Value holds "true", "false" or the string; "" means true.
+// Value holds "true", "false" or the string; "" means true. Init,
+// IntList and StringList are plain values, safe for concurrent reads.
 type Init struct{ Value string }
 
 func (i Init) value() string {

@@ -45,7 +45,7 @@ func Factorization(dim, factor int) (int, int) {
 // W2 [OutK, InN] (out = OutL·OutK, in = InM·InN). A factor is stored
 // whole (FullW1/FullW2: lokr_w1, lokr_w2) or as a rank-R product
 // (lokr_w1_a [OutL, R] · lokr_w1_b [R, InM]; lokr_w2_a [OutK, R] ·
-// lokr_w2_b [R, InN]).
+// lokr_w2_b [R, InN]). A plain value, safe for concurrent use.
 type LoKr struct {
 	OutL, OutK, InM, InN int
 	R                    int

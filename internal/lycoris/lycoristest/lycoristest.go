@@ -187,3 +187,67 @@ func RequireTraining(t *testing.T, m *peft.Model, prefix string, lr float64, ste
 	require.Less(t, losses[len(losses)-1], losses[0], "losses %v", losses)
 	return losses
 }
+
+// RequireBadInputsFail runs the shipped adapter on inputs of inconsistent
+// shapes (and a layer on an input of the wrong width): each forward
+// returns an error, none panics.
+func RequireBadInputsFail(t *testing.T, fixture string) {
+	m, err := peft.Load(Llama(t), AdapterDir(t, fixture))
+	require.NoError(t, err)
+	ds := tensor.NewScope()
+	defer ds.Close()
+	in := ds.FromInt64([]int64{1, 5, 7, 9, 11, 13}, 2, 3)
+	for what, c := range map[string]models.Inputs{
+		"mask of another length": {InputIDs: in, AttentionMask: ds.FromInt64([]int64{1, 1, 1, 1}, 2, 2)},
+		"ids of one dimension":   {InputIDs: ds.FromInt64([]int64{1, 5, 7}, 3)},
+		"no input":               {},
+	} {
+		require.NotPanics(t, func() {
+			s := tensor.NoGradScope()
+			defer s.Close()
+			_, err := m.Forward(s, c)
+			require.Error(t, err, what)
+		}, what)
+	}
+	layer := peft.Tuners(m.Base())[0].Tuner
+	require.NotPanics(t, func() {
+		s := tensor.NoGradScope()
+		defer s.Close()
+		layer.Forward(s, s.Zeros(tensor.Float32, 2, 7))
+		require.Error(t, s.Err())
+	})
+}
+
+// RequireBF16Base loads the shipped adapter onto llama-tiny in bfloat16:
+// the adapter's parameters stay float32 (PEFT's autocast_adapter_dtype),
+// the logits are within bf16 noise of the float32 model's (no further from
+// them than the bf16 base alone is from the float32 base, plus a margin),
+// and merging keeps the weights bfloat16.
+func RequireBF16Base(t *testing.T, fixture, prefix string) {
+	require.NoError(t, tensor.CanCompute(tensor.BFloat16, tensor.CPU))
+	e := testutil.OpenExpected(t, "llama-tiny__"+fixture)
+	bf := testutil.Load(t, llama.Load, "llama-tiny", models.WithDType("bfloat16"))
+	baseBF, _ := testutil.LogitsOf(t, bf, e)
+	gap := testutil.MaxDiff(baseBF, e.F32(t, "logits_base"))
+	m, err := peft.Load(bf, AdapterDir(t, fixture))
+	require.NoError(t, err)
+	for _, np := range nn.NamedParams(m) {
+		if strings.Contains(np.Name, prefix) {
+			require.Equal(t, tensor.Float32, np.Param.DType(), np.Name)
+		} else {
+			require.Equal(t, tensor.BFloat16, np.Param.DType(), np.Name)
+		}
+	}
+	got, _ := testutil.LogitsOf(t, m, e)
+	d := testutil.MaxDiff(got, e.F32(t, "logits"))
+	t.Logf("bf16 base: adapted %.4g from float32 (base alone %.4g)", d, gap)
+	require.LessOrEqual(t, d, 2*gap+2e-3)
+	require.NoError(t, m.Merge(false))
+	for _, at := range peft.Tuners(m.Base()) {
+		for _, np := range nn.LocalParams(at.Tuner.BaseLayer()) {
+			require.Equal(t, tensor.BFloat16, np.Param.DType(), at.Path)
+		}
+	}
+	merged, _ := testutil.LogitsOf(t, m, e)
+	require.LessOrEqual(t, testutil.MaxDiff(merged, e.F32(t, "logits_merged")), 2*gap+2e-2)
+}
