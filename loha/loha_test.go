@@ -193,3 +193,51 @@ func TestConfigErrors(t *testing.T) {
 func TestBadInputs(t *testing.T) { lycoristest.RequireBadInputsFail(t, "loha") }
 
 func TestBF16Base(t *testing.T) { lycoristest.RequireBF16Base(t, "loha", "hada_") }
+
+// Two adapters on one model: both active sum their updates, a call's
+// Selection picks one without changing the model, merging one and
+// unmerging restores the weights, deleting one leaves the other.
+func TestTwoAdapters(t *testing.T) {
+	m, err := peft.Load(lycoristest.Llama(t), lycoristest.AdapterDir(t, "loha"), peft.WithAdapterName("a"))
+	require.NoError(t, err)
+	cfg := fixtureConfig()
+	cfg.InitWeights = loha.Init{Value: "false"}
+	cfg.TargetModules = loha.List("q_proj")
+	require.NoError(t, m.AddAdapter("b", cfg))
+	var l *loha.Linear
+	for _, at := range peft.Tuners(m.Base()) {
+		if at.Path == "model.layers.0.self_attn.q_proj" {
+			l = at.Tuner.(*loha.Linear)
+		}
+	}
+	require.Equal(t, []string{"a", "b"}, l.Adapters())
+	s := tensor.NoGradScope()
+	defer s.Close()
+	x := s.Randn(tensor.Float32, 2, 64)
+	base := l.Base.Forward(s, x)
+	da, db := l.Delta(s, "a"), l.Delta(s, "b")
+	close := func(got, want *tensor.T) {
+		require.NoError(t, s.Err())
+		require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(got), s.Float32s(want)), 1e-5)
+	}
+	close(l.Forward(s, x), s.Add(base, s.Linear(x, da, nil)))
+	require.NoError(t, m.SetAdapter("a", "b"))
+	close(l.Forward(s, x), s.Add(s.Add(base, s.Linear(x, da, nil)), s.Linear(x, db, nil)))
+	restore := peft.WithSelection(s, &peft.Selection{Adapters: []string{"b"}})
+	close(l.Forward(s, x), s.Add(base, s.Linear(x, db, nil)))
+	restore()
+
+	w := testutil.Snapshot(t, l.Base)
+	require.NoError(t, m.Merge(false, "b"))
+	require.Equal(t, []string{"b"}, l.Merged())
+	close(l.Base.Forward(s, x), s.Add(base, s.Linear(x, db, nil)))
+	require.NoError(t, m.Unmerge())
+	for k, v := range testutil.Snapshot(t, l.Base) {
+		require.LessOrEqual(t, testutil.MaxDiff(v, w[k]), 1e-6, k)
+	}
+	require.NoError(t, m.DeleteAdapter("b"))
+	require.Equal(t, []string{"a"}, l.Adapters())
+	_, ok := l.Param("hada_w1_a", "b")
+	require.False(t, ok)
+	close(l.Forward(s, x), s.Add(base, s.Linear(x, da, nil)))
+}
