@@ -17,6 +17,8 @@ import (
 	_ "github.com/gopeft/peft/bitfit"  // BITFIT
 	_ "github.com/gopeft/peft/freeze"  // FREEZE
 	_ "github.com/gopeft/peft/ia3"     // IA3
+	_ "github.com/gopeft/peft/loha"    // LOHA
+	_ "github.com/gopeft/peft/lokr"    // LOKR
 	_ "github.com/gopeft/peft/lora"    // LORA
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/peft"

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/gopeft/peft/internal/lycoris/factor"
 )
 
 // ModelShape is what the memory estimate needs of a model, read from its
@@ -237,7 +239,8 @@ func (m *ModelShape) Params() int64 {
 type MemoryOptions struct {
 	// Method is "full", "lora", "qlora" (LoRA on a 4-bit NF4 base),
 	// "ia3", "prompt" (prompt tuning), "prefix" (prefix tuning without
-	// projection), "adapter" (Houlsby bottleneck), "bitfit" or "freeze".
+	// projection), "adapter" (Houlsby bottleneck), "bitfit" or "freeze";
+	// "loha" and "lokr" (LyCORIS, with R and LoKr's fields below).
 	Method string
 	// R is LoRA's rank [8]; TargetModules its (or IA3's) modules [PEFT's
 	// defaults for the model type]; "all-linear" targets every Linear of
@@ -250,6 +253,10 @@ type MemoryOptions struct {
 	ReductionFactor int
 	// TrainableLayers for freeze tuning: the last n layers train [2].
 	TrainableLayers int
+	// DecomposeFactor and DecomposeBoth are LoKr's decompose_factor [-1;
+	// 0 means -1] and decompose_both (R is LoKr's and LoHa's r too).
+	DecomposeFactor int
+	DecomposeBoth   bool
 	// Batch and Seq size the activations [1, 512].
 	Batch, Seq int64
 	// DType of weights and activations: "fp32", "fp16" or "bf16"
@@ -309,7 +316,7 @@ type MemoryEstimate struct {
 }
 
 // Methods lists the methods EstimateMemory knows.
-var Methods = []string{"full", "lora", "qlora", "ia3", "prompt", "prefix", "adapter", "bitfit", "freeze"}
+var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze"}
 
 // defaultTargets are PEFT's default target modules by model type (its
 // TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING and IA3's mappings).
@@ -487,6 +494,25 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 				added += L * l.in
 			} else {
 				added += L * l.out
+			}
+		}
+	case "loha", "lokr": // LyCORIS: Linear layers only (GPT-2's are Conv1D)
+		if m.Family == "gpt2" {
+			return nil, fmt.Errorf("peft: estimate: %s wraps Linear layers; a gpt2 model's are Conv1D (PEFT has no %s for them)", o.Method, o.Method)
+		}
+		ls, err := selected()
+		if err != nil {
+			return nil, err
+		}
+		f := o.DecomposeFactor
+		if f == 0 {
+			f = -1
+		}
+		for _, l := range ls {
+			if o.Method == "loha" { // hada_w1_a, hada_w2_a [out, r]; hada_w1_b, hada_w2_b [r, in]
+				added += L * 2 * int64(o.R) * (l.in + l.out)
+			} else {
+				added += L * factor.LoKrLayout(int(l.in), int(l.out), o.R, f, o.DecomposeBoth).Params()
 			}
 		}
 	case "prompt":

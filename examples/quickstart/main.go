@@ -31,11 +31,12 @@
 //  5. The before/after accuracy of every method run is drawn as grouped
 //     bars (charts.Accuracy) into the output folder.
 //
-// -method all runs every method (full fine-tuning, LoRA, IA3, prompt tuning,
-// P-tuning, prefix tuning, bottleneck adapters, BitFit, freeze tuning) and
+// -method all runs every method (full fine-tuning, LoRA, IA3, LoHa, LoKr,
+// prompt tuning, P-tuning, prefix tuning, bottleneck adapters, BitFit,
+// freeze tuning) and
 // prints one table: accuracy, trainable %, seconds, peak memory.
 //
-//	go run ./examples/quickstart [-method lora|ia3|prompt|ptuning|prefix|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
+//	go run ./examples/quickstart [-method lora|ia3|loha|lokr|prompt|ptuning|prefix|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
 //
 // Run time on 2 CPU cores: see README's Quickstart section (the base's
 // training takes most of a first run; it is cached for the next ones).
@@ -64,6 +65,8 @@ import (
 	"github.com/gopeft/peft/generate"
 	"github.com/gopeft/peft/ia3"
 	"github.com/gopeft/peft/internal/memstat"
+	"github.com/gopeft/peft/loha"
+	"github.com/gopeft/peft/lokr"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
@@ -75,10 +78,10 @@ import (
 )
 
 // AllMethods is the order of the -method all table.
-var AllMethods = []string{"full", "lora", "ia3", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze"}
+var AllMethods = []string{"full", "lora", "ia3", "loha", "lokr", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze"}
 
 func main() {
-	method := flag.String("method", "lora", "lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full, or all")
+	method := flag.String("method", "lora", "lora, ia3, loha, lokr, prompt, ptuning, prefix, adapter, bitfit, freeze, full, or all")
 	cache := flag.String("cache", defaultCache(), "where the trained base model is kept")
 	fortunes := flag.String("fortunes", FortuneDir, "folder with fortunes-zh's tang300 and song100")
 	epochs := flag.Int("epochs", 0, "tuning epochs (0: the method's default)")
@@ -433,6 +436,18 @@ func methodSpec(m string) (*spec, error) {
 	case "ia3":
 		return &spec{label: "IA3", name: "IA3", lr: 1e-2, epochs: tuneEpochs, config: func() peft.Config { return &ia3.Config{} },
 			estimate: peft.MemoryOptions{Method: "ia3"}}, nil
+	case "loha":
+		return &spec{label: "LoHa", name: "LoHa (r 8, all linear)", lr: 3e-3, epochs: tuneEpochs,
+			config: func() peft.Config {
+				return &loha.Config{R: 8, Alpha: 16, TargetModules: loha.Regex("all-linear")}
+			},
+			estimate: peft.MemoryOptions{Method: "loha", R: 8, TargetModules: []string{"all-linear"}}}, nil
+	case "lokr":
+		return &spec{label: "LoKr", name: "LoKr (r 8, all linear)", lr: 3e-3, epochs: tuneEpochs,
+			config: func() peft.Config {
+				return &lokr.Config{R: 8, Alpha: 16, TargetModules: lokr.Regex("all-linear")}
+			},
+			estimate: peft.MemoryOptions{Method: "lokr", R: 8, TargetModules: []string{"all-linear"}}}, nil
 	case "prompt":
 		return &spec{label: "prompt", name: "prompt tuning (16 tokens)", lr: 3e-2, epochs: tuneEpochs,
 			config: func() peft.Config {
@@ -465,7 +480,7 @@ func methodSpec(m string) (*spec, error) {
 			config:   func() peft.Config { return &freeze.Config{TrainableLayers: freeze.Layers(1)} },
 			estimate: peft.MemoryOptions{Method: "freeze", TrainableLayers: 1}}, nil
 	}
-	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
+	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, loha, lokr, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
 }
 
 // result is one row of the comparison.
