@@ -127,9 +127,12 @@ func (c *Common) ValidateCommon() error {
 	if c.TargetModules.Regex != "" && c.TargetModules.Regex != peft.AllLinear && (len(c.LayersToTransform) > 0 || len(c.LayersPattern) > 0) {
 		return fmt.Errorf("fields \"layers_to_transform\"/\"layers_pattern\" need a list \"target_modules\", not a regex")
 	}
-	for _, p := range []peft.Targets{c.TargetModules, c.ExcludeModules} {
-		if err := p.Validate(); err != nil {
-			return err
+	for _, p := range []struct {
+		field string
+		t     peft.Targets
+	}{{"target_modules", c.TargetModules}, {"exclude_modules", c.ExcludeModules}} {
+		if err := p.t.Validate(); err != nil {
+			return fmt.Errorf("field %q: %w", p.field, err)
 		}
 	}
 	for _, p := range c.LayersPattern {
