@@ -117,3 +117,6 @@ func TestConfigErrors(t *testing.T) {
 		require.ErrorContains(t, err, "q_proj")
 	}
 }
+
+// peft estimate's BOFT row counts the fixture's trainable parameters.
+func TestEstimate(t *testing.T) { orthtest.RequireEstimate(t, "boft", "boft", 8) }

@@ -57,3 +57,9 @@ func TestConfigErrors(t *testing.T) {
 	_, err := hra.Wrap(orthtest.LoadLlama(t), c)
 	require.ErrorContains(t, err, "Linear layers only")
 }
+
+// peft estimate's HRA row counts the fixtures' trainable parameters.
+func TestEstimate(t *testing.T) {
+	orthtest.RequireEstimate(t, "hra", "hra", 4)
+	orthtest.RequireEstimate(t, "hra-gs", "hra", 4)
+}

@@ -108,3 +108,6 @@ func TestUnevenBlocksAndRankPattern(t *testing.T) {
 	un, _ := testutil.LogitsOf(t, m, e)
 	require.LessOrEqual(t, testutil.MaxDiff(adapted, un), 1e-4)
 }
+
+// peft estimate's OFT row counts the fixture's trainable parameters.
+func TestEstimate(t *testing.T) { orthtest.RequireEstimate(t, "oft", "oft", 4) }

@@ -35,7 +35,7 @@
 // P-tuning, prefix tuning, bottleneck adapters, BitFit, freeze tuning) and
 // prints one table: accuracy, trainable %, seconds, peak memory.
 //
-//	go run ./examples/quickstart [-method lora|ia3|prompt|ptuning|prefix|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
+//	go run ./examples/quickstart [-method lora|ia3|prompt|ptuning|prefix|adapter|bitfit|freeze|oft|boft|hra|full|all] [-epochs N] [-out DIR] [-retrain]
 //
 // Run time on 2 CPU cores: see README's Quickstart section (the base's
 // training takes most of a first run; it is cached for the next ones).
@@ -75,10 +75,10 @@ import (
 )
 
 // AllMethods is the order of the -method all table.
-var AllMethods = []string{"full", "lora", "ia3", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze"}
+var AllMethods = []string{"full", "lora", "ia3", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze", "oft", "boft", "hra"}
 
 func main() {
-	method := flag.String("method", "lora", "lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full, or all")
+	method := flag.String("method", "lora", "lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, oft, boft, hra, full, or all")
 	cache := flag.String("cache", defaultCache(), "where the trained base model is kept")
 	fortunes := flag.String("fortunes", FortuneDir, "folder with fortunes-zh's tang300 and song100")
 	epochs := flag.Int("epochs", 0, "tuning epochs (0: the method's default)")
@@ -460,12 +460,14 @@ func methodSpec(m string) (*spec, error) {
 	case "bitfit":
 		return &spec{label: "BitFit", name: "BitFit", lr: 1e-2, epochs: tuneEpochs, config: func() peft.Config { return &bitfit.Config{} },
 			estimate: peft.MemoryOptions{Method: "bitfit"}}, nil
+	case "oft", "boft", "hra":
+		return orthSpec(m), nil
 	case "freeze":
 		return &spec{label: "freeze", name: "freeze tuning (last layer)", lr: 2e-3, epochs: tuneEpochs,
 			config:   func() peft.Config { return &freeze.Config{TrainableLayers: freeze.Layers(1)} },
 			estimate: peft.MemoryOptions{Method: "freeze", TrainableLayers: 1}}, nil
 	}
-	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
+	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, oft, boft, hra, full or all)", m)
 }
 
 // result is one row of the comparison.
