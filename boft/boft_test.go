@@ -120,3 +120,16 @@ func TestConfigErrors(t *testing.T) {
 
 // peft estimate's BOFT row counts the fixture's trainable parameters.
 func TestEstimate(t *testing.T) { orthtest.RequireEstimate(t, "boft", "boft", 8) }
+
+// Two active adapters on biased layers (BLOOM's query_key_value, dense):
+// merged, unmerged and forward agree (the scale applies to W x, not to the
+// bias).
+func TestTwoAdaptersOnBiasedLayers(t *testing.T) {
+	orthtest.RequireTwoAdaptersOnBiasedLayers(t, func() peft.Config {
+		c := boft.NewConfig()
+		c.BoftBlockSize, c.BoftNButterflyFactor = 4, 2
+		c.TargetModules = boft.List("query_key_value", "dense")
+		c.InitWeights = new(bool)
+		return c
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"github.com/gopeft/peft/internal/orth/orthtest"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/nn"
+	"github.com/gopeft/peft/peft"
 	"github.com/stretchr/testify/require"
 )
 
@@ -62,4 +63,18 @@ func TestConfigErrors(t *testing.T) {
 func TestEstimate(t *testing.T) {
 	orthtest.RequireEstimate(t, "hra", "hra", 4)
 	orthtest.RequireEstimate(t, "hra-gs", "hra", 4)
+}
+
+// Two active adapters on biased layers (BLOOM's query_key_value, dense):
+// merged, unmerged and forward agree.
+func TestTwoAdaptersOnBiasedLayers(t *testing.T) {
+	for _, gs := range []bool{false, true} {
+		orthtest.RequireTwoAdaptersOnBiasedLayers(t, func() peft.Config {
+			c := hra.NewConfig()
+			c.R, c.ApplyGS = 4, gs
+			c.TargetModules = hra.List("query_key_value", "dense")
+			c.InitWeights = new(bool)
+			return c
+		})
+	}
 }

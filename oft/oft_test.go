@@ -111,3 +111,15 @@ func TestUnevenBlocksAndRankPattern(t *testing.T) {
 
 // peft estimate's OFT row counts the fixture's trainable parameters.
 func TestEstimate(t *testing.T) { orthtest.RequireEstimate(t, "oft", "oft", 4) }
+
+// Two active adapters on biased layers (BLOOM's query_key_value, dense):
+// merged, unmerged and forward agree (the bias stays outside the rotation).
+func TestTwoAdaptersOnBiasedLayers(t *testing.T) {
+	orthtest.RequireTwoAdaptersOnBiasedLayers(t, func() peft.Config {
+		c := oft.NewConfig()
+		c.R = 4
+		c.TargetModules = oft.List("query_key_value", "dense")
+		c.InitWeights = new(bool)
+		return c
+	})
+}
