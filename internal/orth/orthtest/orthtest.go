@@ -56,6 +56,7 @@ func Fixture(t *testing.T, name string, tol float64) {
 	nn.FreeParams(again)
 
 	testutil.RequireLogits(t, m, e, "logits", tol)
+	requireSelection(t, m, e, tol)
 	restore := m.DisableAdapters()
 	testutil.RequireLogits(t, m, e, "logits_disabled", tol)
 	restore()
@@ -145,4 +146,30 @@ func Train(t *testing.T, m *peft.Model, steps int, marks ...string) {
 		return false
 	})
 	require.Positive(t, n)
+}
+
+// requireSelection checks the per-call adapter choice (peft.Selection):
+// disabled gives logits_disabled, the adapter by name gives logits, and a
+// different adapter per row fails the call with a clear error.
+func requireSelection(t *testing.T, m *peft.Model, e *testutil.Expected, tol float64) {
+	ids, shape := e.I64(t, "input_ids")
+	mask, _ := e.I64(t, "attention_mask")
+	run := func(sel *peft.Selection) ([]float32, error) {
+		s := tensor.NoGradScope()
+		defer s.Close()
+		defer peft.WithSelection(s, sel)()
+		out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
+		if err := s.Err(); err != nil {
+			return nil, err
+		}
+		return s.Float32s(out.Logits), nil
+	}
+	got, err := run(&peft.Selection{Disabled: true})
+	require.NoError(t, err)
+	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits_disabled")), tol)
+	got, err = run(&peft.Selection{Adapters: []string{peft.DefaultAdapter}})
+	require.NoError(t, err)
+	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), tol)
+	_, err = run(&peft.Selection{Rows: []string{peft.DefaultAdapter, peft.DefaultAdapter}})
+	require.ErrorContains(t, err, "mixed-adapter batch")
 }
