@@ -57,7 +57,7 @@ func TestPatternLookup(t *testing.T) {
 		"model.layers.1.self_attn.q_proj":  3,
 		"model.layers.1.self_attn.v_proj":  0, // re.match anchors "v_proj$" at the start
 		"v_proj":                           5,
-		"model.layers.1.self_attn.xq_proj": 0,
+		"model.layers.1.self_attn.xq_proj": 5, // "(.*\.)?x" matches a prefix: re.match needs no $ there
 		"model.layers.1.self_attn.k_proj":  0,
 	} {
 		v, ok := p.Lookup(path)
