@@ -32,7 +32,8 @@ FUZZ_TARGETS = \
 	./adapter:FuzzAdapterConfig ./prompt:FuzzPromptTuningConfig ./prompt:FuzzPTuningConfig \
 	./tokenizer:FuzzTokenizerJSON ./tokenizer:FuzzFromJSON ./tokenizer:FuzzEncode \
 	./data:FuzzReadInstructions ./data:FuzzReadConversations \
-	./generate:FuzzParseGenerationConfig
+	./generate:FuzzParseGenerationConfig \
+	./oft:FuzzOFTConfig ./boft:FuzzBOFTConfig ./hra:FuzzHRAConfig
 
 fuzz: setup
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -1,6 +1,6 @@
 // Package auto loads an adapter of any method this library implements
 // without naming the method, as HF's AutoPeftModel does: it imports every
-// method package (lora, ia3, adapter, bitfit, freeze, prompt, prefix), so
+// method package (lora, ia3, adapter, bitfit, freeze, prompt, prefix, oft, boft, hra), so
 // each registers its peft_type with package peft, and offers Load and
 // ReadConfig on top of peft's.
 //
@@ -15,12 +15,15 @@ package auto
 import (
 	_ "github.com/gopeft/peft/adapter" // BOTTLENECK
 	_ "github.com/gopeft/peft/bitfit"  // BITFIT
+	_ "github.com/gopeft/peft/boft"    // BOFT
 	_ "github.com/gopeft/peft/freeze"  // FREEZE
+	_ "github.com/gopeft/peft/hra"     // HRA
 	_ "github.com/gopeft/peft/ia3"     // IA3
 	_ "github.com/gopeft/peft/loha"    // LOHA
 	_ "github.com/gopeft/peft/lokr"    // LOKR
 	_ "github.com/gopeft/peft/lora"    // LORA
 	"github.com/gopeft/peft/models"
+	_ "github.com/gopeft/peft/oft" // OFT
 	"github.com/gopeft/peft/peft"
 	_ "github.com/gopeft/peft/prefix" // PREFIX_TUNING
 	_ "github.com/gopeft/peft/prompt" // PROMPT_TUNING, P_TUNING

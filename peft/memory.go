@@ -239,10 +239,11 @@ func (m *ModelShape) Params() int64 {
 type MemoryOptions struct {
 	// Method is "full", "lora", "qlora" (LoRA on a 4-bit NF4 base),
 	// "ia3", "prompt" (prompt tuning), "prefix" (prefix tuning without
-	// projection), "adapter" (Houlsby bottleneck), "bitfit" or "freeze";
-	// "loha" and "lokr" (LyCORIS, with R and LoKr's fields below).
+	// projection), "adapter" (Houlsby bottleneck), "bitfit", "freeze";
+	// "loha" and "lokr" (LyCORIS, with R and LoKr's fields below);
+	// "oft", "boft" (one butterfly factor) or "hra".
 	Method string
-	// R is LoRA's rank [8]; TargetModules its (or IA3's) modules [PEFT's
+	// R is LoRA's rank [8] (OFT's and HRA's r, BOFT's boft_block_size); TargetModules its (or IA3's) modules [PEFT's
 	// defaults for the model type]; "all-linear" targets every Linear of
 	// the decoder layers.
 	R             int
@@ -316,7 +317,7 @@ type MemoryEstimate struct {
 }
 
 // Methods lists the methods EstimateMemory knows.
-var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze"}
+var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze", "oft", "boft", "hra"}
 
 // defaultTargets are PEFT's default target modules by model type (its
 // TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING and IA3's mappings).
@@ -513,6 +514,30 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 				added += L * 2 * int64(o.R) * (l.in + l.out)
 			} else {
 				added += L * factor.LoKrLayout(int(l.in), int(l.out), o.R, f, o.DecomposeBoth).Params()
+			}
+		}
+	case "oft", "boft", "hra":
+		// orthogonal methods (R as each one's size parameter): OFT (PEFT
+		// 0.10) R blocks of ⌈out/R⌉² per layer; BOFT, one butterfly factor
+		// with boft_block_size R, in/R blocks of R² plus boft_s (out); HRA,
+		// R vectors of in
+		ls, err := selected()
+		if err != nil {
+			return nil, err
+		}
+		r := int64(o.R)
+		for _, l := range ls {
+			switch o.Method {
+			case "oft":
+				b := (l.out + r - 1) / r
+				added += L * r * b * b
+			case "boft":
+				if l.in%r != 0 {
+					return nil, fmt.Errorf("peft: estimate: boft: in_features %d of %s is not divisible by boft_block_size %d (--r)", l.in, l.name, r)
+				}
+				added += L * (l.in*r + l.out)
+			case "hra":
+				added += L * r * l.in
 			}
 		}
 	case "prompt":

@@ -475,6 +475,8 @@ func methodSpec(m string) (*spec, error) {
 	case "bitfit":
 		return &spec{label: "BitFit", name: "BitFit", lr: 1e-2, epochs: tuneEpochs, config: func() peft.Config { return &bitfit.Config{} },
 			estimate: peft.MemoryOptions{Method: "bitfit"}}, nil
+	case "oft", "boft", "hra":
+		return orthSpec(m), nil
 	case "freeze":
 		return &spec{label: "freeze", name: "freeze tuning (last layer)", lr: 2e-3, epochs: tuneEpochs,
 			config:   func() peft.Config { return &freeze.Config{TrainableLayers: freeze.Layers(1)} },

@@ -1,0 +1,15 @@
+package boft
+
+import (
+	"testing"
+
+	"github.com/gopeft/peft/internal/fuzzseed"
+)
+
+// FuzzBOFTConfig: any bytes as adapter_config.json decode without a panic; a
+// config that decodes (and so validates) renders to JSON that decodes to
+// the same rendering.
+func FuzzBOFTConfig(f *testing.F) {
+	fuzzseed.AddAdapterConfigs(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzseed.ConfigRoundTrip(t, data, Decode) })
+}
