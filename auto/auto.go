@@ -13,15 +13,18 @@
 package auto
 
 import (
-	_ "github.com/gopeft/peft/adapter" // BOTTLENECK
-	_ "github.com/gopeft/peft/bitfit"  // BITFIT
-	_ "github.com/gopeft/peft/freeze"  // FREEZE
-	_ "github.com/gopeft/peft/ia3"     // IA3
-	_ "github.com/gopeft/peft/lora"    // LORA
+	_ "github.com/gopeft/peft/adapter"   // BOTTLENECK
+	_ "github.com/gopeft/peft/bitfit"    // BITFIT
+	_ "github.com/gopeft/peft/fourierft" // FOURIERFT
+	_ "github.com/gopeft/peft/freeze"    // FREEZE
+	_ "github.com/gopeft/peft/ia3"       // IA3
+	_ "github.com/gopeft/peft/lntuning"  // LN_TUNING
+	_ "github.com/gopeft/peft/lora"      // LORA
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/peft"
 	_ "github.com/gopeft/peft/prefix" // PREFIX_TUNING
 	_ "github.com/gopeft/peft/prompt" // PROMPT_TUNING, P_TUNING
+	_ "github.com/gopeft/peft/vera"   // VERA
 )
 
 // Load wraps base with the adapter saved in dir, whatever its method (the
