@@ -32,10 +32,10 @@
 //     bars (charts.Accuracy) into the output folder.
 //
 // -method all runs every method (full fine-tuning, LoRA, IA3, prompt tuning,
-// P-tuning, prefix tuning, bottleneck adapters, BitFit, freeze tuning) and
-// prints one table: accuracy, trainable %, seconds, peak memory.
+// P-tuning, prefix tuning, bottleneck adapters, BitFit, freeze tuning, VeRA,
+// FourierFT, LN tuning) and prints one table: accuracy, trainable %, seconds, peak memory.
 //
-//	go run ./examples/quickstart [-method lora|ia3|prompt|ptuning|prefix|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
+//	go run ./examples/quickstart [-method lora|ia3|prompt|ptuning|prefix|adapter|bitfit|freeze|vera|fourierft|lntuning|full|all] [-epochs N] [-out DIR] [-retrain]
 //
 // Run time on 2 CPU cores: see README's Quickstart section (the base's
 // training takes most of a first run; it is cached for the next ones).
@@ -60,10 +60,12 @@ import (
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/charts"
 	"github.com/gopeft/peft/data"
+	"github.com/gopeft/peft/fourierft"
 	"github.com/gopeft/peft/freeze"
 	"github.com/gopeft/peft/generate"
 	"github.com/gopeft/peft/ia3"
 	"github.com/gopeft/peft/internal/memstat"
+	"github.com/gopeft/peft/lntuning"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
@@ -72,13 +74,14 @@ import (
 	"github.com/gopeft/peft/prompt"
 	"github.com/gopeft/peft/tokenizer"
 	"github.com/gopeft/peft/train"
+	"github.com/gopeft/peft/vera"
 )
 
 // AllMethods is the order of the -method all table.
-var AllMethods = []string{"full", "lora", "ia3", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze"}
+var AllMethods = []string{"full", "lora", "ia3", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze", "vera", "fourierft", "lntuning"}
 
 func main() {
-	method := flag.String("method", "lora", "lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full, or all")
+	method := flag.String("method", "lora", "lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, vera, fourierft, lntuning, full, or all")
 	cache := flag.String("cache", defaultCache(), "where the trained base model is kept")
 	fortunes := flag.String("fortunes", FortuneDir, "folder with fortunes-zh's tang300 and song100")
 	epochs := flag.Int("epochs", 0, "tuning epochs (0: the method's default)")
@@ -464,8 +467,10 @@ func methodSpec(m string) (*spec, error) {
 		return &spec{label: "freeze", name: "freeze tuning (last layer)", lr: 2e-3, epochs: tuneEpochs,
 			config:   func() peft.Config { return &freeze.Config{TrainableLayers: freeze.Layers(1)} },
 			estimate: peft.MemoryOptions{Method: "freeze", TrainableLayers: 1}}, nil
+	case "vera", "fourierft", "lntuning":
+		return veraFourierLNSpec(m), nil
 	}
-	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
+	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, vera, fourierft, lntuning, full or all)", m)
 }
 
 // result is one row of the comparison.
@@ -902,4 +907,24 @@ func endBar() {
 func isTerminal() bool {
 	fi, err := os.Stderr.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// veraFourierLNSpec is the spec of VeRA (rank 64 on every linear layer),
+// FourierFT (1000 coefficients per linear layer) and LN tuning (PEFT's
+// defaults: every RMSNorm).
+func veraFourierLNSpec(m string) *spec {
+	switch m {
+	case "vera":
+		return &spec{label: "VeRA", name: "VeRA (r 64, all linear)", lr: 2e-2, epochs: tuneEpochs,
+			config:   func() peft.Config { return &vera.Config{R: 64, TargetModules: peft.TargetRegex(peft.AllLinear)} },
+			estimate: peft.MemoryOptions{Method: "vera", R: 64, TargetModules: []string{"all-linear"}}}
+	case "fourierft":
+		return &spec{label: "FourierFT", name: "FourierFT (1000 freq., all linear)", lr: 3e-2, epochs: tuneEpochs,
+			config: func() peft.Config {
+				return &fourierft.Config{NFrequency: 1000, TargetModules: peft.TargetRegex(peft.AllLinear)}
+			},
+			estimate: peft.MemoryOptions{Method: "fourierft", NFrequency: 1000, TargetModules: []string{"all-linear"}}}
+	}
+	return &spec{label: "LN tuning", name: "LN tuning (every norm)", lr: 1e-2, epochs: tuneEpochs,
+		config: func() peft.Config { return &lntuning.Config{} }, estimate: peft.MemoryOptions{Method: "lntuning"}}
 }
