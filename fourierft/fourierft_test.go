@@ -176,3 +176,21 @@ func TestErrors(t *testing.T) {
 	_, err = fourierft.Decode([]byte(`{"peft_type":"FOURIERFT","n_frequency_pattern":[1]}`))
 	require.ErrorContains(t, err, "want an object")
 }
+
+// Keys this library does not know survive a load and a save; a mixed
+// batch fails naming the layer type.
+func TestUnknownKeysAndRows(t *testing.T) {
+	c, err := fourierft.Decode([]byte(`{"peft_type":"FOURIERFT","n_frequency":4,"future_key":"x"}`))
+	require.NoError(t, err)
+	js, err := c.MarshalJSON()
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"future_key": "x"`)
+
+	m, err := fourierft.Wrap(loadLlama(t), fixtureConfig())
+	require.NoError(t, err)
+	s := tensor.NoGradScope()
+	defer s.Close()
+	defer peft.WithSelection(s, &peft.Selection{Rows: []string{peft.DefaultAdapter}})()
+	m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64([]int64{1, 2, 3}, 1, 3)})
+	require.ErrorContains(t, s.Err(), "cannot run a different adapter per batch row")
+}

@@ -123,3 +123,22 @@ func TestErrors(t *testing.T) {
 	_, err = lntuning.Decode([]byte(`{"peft_type":"LN_TUNING","target_modules":"(x"}`))
 	require.ErrorContains(t, err, `field "target_modules"`)
 }
+
+// Keys this library does not know survive a load and a save; a mixed
+// batch fails naming the layer type.
+func TestUnknownKeysAndRows(t *testing.T) {
+	c, err := lntuning.Decode([]byte(`{"peft_type":"LN_TUNING","modules_to_save":"lm_head","future_key":true}`))
+	require.NoError(t, err)
+	require.Equal(t, []string{"lm_head"}, c.(*lntuning.Config).ModulesToSave())
+	js, err := c.MarshalJSON()
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"future_key": true`)
+
+	m, err := lntuning.Wrap(loadLlama(t), &lntuning.Config{})
+	require.NoError(t, err)
+	s := tensor.NoGradScope()
+	defer s.Close()
+	defer peft.WithSelection(s, &peft.Selection{Rows: []string{peft.DefaultAdapter}})()
+	m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64([]int64{1, 2, 3}, 1, 3)})
+	require.ErrorContains(t, s.Err(), "LNTuningLayer cannot run a different adapter per batch row")
+}

@@ -181,3 +181,42 @@ func projections(t *testing.T, m *peft.Model) [][]float32 {
 	require.NoError(t, s.Err())
 	return out
 }
+
+// The call's Selection reaches the layers: a call with adapters disabled
+// runs the base; a mixed-adapter batch fails with an error naming the
+// layer type.
+func TestCallSelection(t *testing.T) {
+	e := testutil.OpenExpected(t, "llama-tiny__vera")
+	m, err := peft.Load(loadLlama(t), testutil.Fixtures(t, "adapters", "llama-tiny", "vera"))
+	require.NoError(t, err)
+	ids, shape := e.I64(t, "input_ids")
+	mask, _ := e.I64(t, "attention_mask")
+	run := func(sel *peft.Selection) ([]float32, error) {
+		s := tensor.NoGradScope()
+		defer s.Close()
+		defer peft.WithSelection(s, sel)()
+		out := m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, shape...), AttentionMask: s.FromInt64(mask, shape...)})
+		if s.Err() != nil {
+			return nil, s.Err()
+		}
+		return s.Float32s(out.Logits), nil
+	}
+	got, err := run(&peft.Selection{Disabled: true})
+	require.NoError(t, err)
+	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits_disabled")), 1e-4)
+	got, err = run(&peft.Selection{Adapters: []string{peft.DefaultAdapter}})
+	require.NoError(t, err)
+	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), 1e-4)
+	_, err = run(&peft.Selection{Rows: []string{peft.DefaultAdapter, peft.BaseAdapterName}})
+	require.ErrorContains(t, err, "vera.Linear cannot run a different adapter per batch row")
+}
+
+// Keys this library does not know survive a load and a save.
+func TestUnknownKeysKept(t *testing.T) {
+	c, err := vera.Decode([]byte(`{"peft_type":"VERA","r":4,"future_key":[1,2]}`))
+	require.NoError(t, err)
+	js, err := c.MarshalJSON()
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"future_key": [`)
+	require.Contains(t, string(js), `"r": 4`)
+}
