@@ -208,14 +208,16 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	return cfgjson.Encode(defaultKeys, c.raw, ours)
 }
 
-// PatternEntry is one key of n_frequency_pattern.
+// PatternEntry is one key of n_frequency_pattern (a plain value, safe for
+// concurrent use when not changed).
 type PatternEntry struct {
 	Key string
 	N   int
 }
 
 // Pattern is n_frequency_pattern: a JSON object whose key order matters
-// (PEFT takes the first matching key), kept in the file's order.
+// (PEFT takes the first matching key), kept in the file's order. It is a
+// plain value, safe for concurrent use when not changed.
 type Pattern []PatternEntry
 
 // MarshalJSON writes the object in the entries' order ({} when empty).

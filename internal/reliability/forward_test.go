@@ -11,10 +11,13 @@ import (
 	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 
+	_ "github.com/gopeft/peft/fourierft"
 	_ "github.com/gopeft/peft/ia3"
+	_ "github.com/gopeft/peft/lntuning"
 	_ "github.com/gopeft/peft/lora"
 	_ "github.com/gopeft/peft/prefix"
 	_ "github.com/gopeft/peft/prompt"
+	_ "github.com/gopeft/peft/vera"
 )
 
 // Issue #19 item 2, through the methods: a PEFT model of every kind
@@ -36,7 +39,8 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 		"labels of another shape":    {InputIDs: in, Labels: ids([]int64{1, 2}, 1, 2)},
 		"no input":                   {},
 	}
-	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj"} {
+	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj",
+		"vera", "fourierft", "ln-tuning"} {
 		t.Run(adapter, func(t *testing.T) {
 			base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 			require.NoError(t, err)

@@ -15,7 +15,7 @@ import (
 
 // MethodFixture is one of README-methods.md's llama-tiny fixtures
 // (testdata/hf/adapters/llama-tiny/<Name>, expected/llama-tiny__<Name>)
-// and how to check it through the API.
+// and how to check it through the API (a plain value).
 type MethodFixture struct {
 	// Name is the fixture's method folder ("vera", "ln-tuning").
 	Name string
