@@ -30,6 +30,13 @@ func TestEstimateCountsLNTuning(t *testing.T) {
 	tr, _ := nn.CountParams(m)
 	require.Equal(t, tr, e.Trainable)
 
-	_, err = peft.EstimateMemory(shape, peft.MemoryOptions{Method: "lntuning", TargetModules: []string{"q_proj"}})
+	// the linear targets of other methods (peft estimate --method all --targets q_proj): PEFT's defaults
+	e, err = peft.EstimateMemory(shape, peft.MemoryOptions{Method: "lntuning", TargetModules: []string{"q_proj"}})
+	require.NoError(t, err)
+	require.EqualValues(t, 320, e.Trainable)
+	e, err = peft.EstimateMemory(shape, peft.MemoryOptions{Method: "lntuning", TargetModules: []string{"norm"}})
+	require.NoError(t, err)
+	require.EqualValues(t, 64, e.Trainable)
+	_, err = peft.EstimateMemory(shape, peft.MemoryOptions{Method: "lntuning", TargetModules: []string{"norm", "q_proj"}})
 	require.ErrorContains(t, err, `lntuning target "q_proj"`)
 }

@@ -520,7 +520,13 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 			targets = []string{"mlp.c_proj"} // PEFT's FourierFT default for gpt2
 		}
 		if o.Method == "lntuning" {
-			if len(o.TargetModules) == 0 {
+			norms := map[string]bool{"norm": true, "ln_f": true, "final_layernorm": true, "input_layernorm": true, "post_attention_layernorm": true,
+				"pre_feedforward_layernorm": true, "post_feedforward_layernorm": true, "ln_1": true, "ln_2": true}
+			named := false
+			for _, t := range o.TargetModules {
+				named = named || norms[t]
+			}
+			if !named { // none given, or the linear targets of the other methods (--method all --targets …): PEFT's defaults
 				targets = map[string][]string{"bloom": {"input_layernorm", "post_attention_layernorm", "ln_f"}, "gpt2": {"ln_1", "ln_2", "ln_f"},
 					"qwen2": {"post_attention_layernorm"}, "gemma2": {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"},
 				}[m.ModelType]
@@ -529,10 +535,10 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 				}
 			}
 			for _, t := range targets {
-				switch t {
-				case "norm", "ln_f", "final_layernorm":
+				switch {
+				case t == "norm" || t == "ln_f" || t == "final_layernorm":
 					added += m.normParams()
-				case "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "ln_1", "ln_2":
+				case norms[t]:
 					added += L * m.normParams()
 				default:
 					return nil, fmt.Errorf("peft: estimate: lntuning target %q is not a normalisation layer this estimate knows (input_layernorm, post_attention_layernorm, norm, ln_1, ln_2, ln_f, …)", t)
