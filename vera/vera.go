@@ -19,6 +19,11 @@
 // projections too. With save_projection (the default) they are saved as
 // base_model.vera_A / base_model.vera_B, as PEFT does.
 //
+// Each adapter of a model holds its own projections, drawn from its own
+// key at the largest shape its targets need (PEFT 0.13.2 keeps one pair
+// per adapter too but requires every adapter of a model to have the same
+// projection_prng_key; here adapters with different keys coexist).
+//
 //	model, err := vera.Wrap(base, &vera.Config{R: 16, TargetModules: peft.TargetList("q_proj", "v_proj")})
 package vera
 
