@@ -1,6 +1,7 @@
 // Package auto loads an adapter of any method this library implements
 // without naming the method, as HF's AutoPeftModel does: it imports every
-// method package (lora, ia3, adapter, bitfit, freeze, prompt, prefix, oft, boft, hra), so
+// method package (lora, ia3, adapter, bitfit, freeze, prompt, prefix, and
+// every method added since: see Methods), so
 // each registers its peft_type with package peft, and offers Load and
 // ReadConfig on top of peft's.
 //
@@ -13,20 +14,23 @@
 package auto
 
 import (
-	_ "github.com/gopeft/peft/adapter" // BOTTLENECK
-	_ "github.com/gopeft/peft/bitfit"  // BITFIT
-	_ "github.com/gopeft/peft/boft"    // BOFT
-	_ "github.com/gopeft/peft/freeze"  // FREEZE
-	_ "github.com/gopeft/peft/hra"     // HRA
-	_ "github.com/gopeft/peft/ia3"     // IA3
-	_ "github.com/gopeft/peft/loha"    // LOHA
-	_ "github.com/gopeft/peft/lokr"    // LOKR
-	_ "github.com/gopeft/peft/lora"    // LORA
+	_ "github.com/gopeft/peft/adapter"   // BOTTLENECK
+	_ "github.com/gopeft/peft/bitfit"    // BITFIT
+	_ "github.com/gopeft/peft/boft"      // BOFT
+	_ "github.com/gopeft/peft/fourierft" // FOURIERFT
+	_ "github.com/gopeft/peft/freeze"    // FREEZE
+	_ "github.com/gopeft/peft/hra"       // HRA
+	_ "github.com/gopeft/peft/ia3"       // IA3
+	_ "github.com/gopeft/peft/lntuning"  // LN_TUNING
+	_ "github.com/gopeft/peft/loha"      // LOHA
+	_ "github.com/gopeft/peft/lokr"      // LOKR
+	_ "github.com/gopeft/peft/lora"      // LORA
 	"github.com/gopeft/peft/models"
 	_ "github.com/gopeft/peft/oft" // OFT
 	"github.com/gopeft/peft/peft"
 	_ "github.com/gopeft/peft/prefix" // PREFIX_TUNING
 	_ "github.com/gopeft/peft/prompt" // PROMPT_TUNING, P_TUNING
+	_ "github.com/gopeft/peft/vera"   // VERA
 )
 
 // Load wraps base with the adapter saved in dir, whatever its method (the

@@ -241,7 +241,8 @@ type MemoryOptions struct {
 	// "ia3", "prompt" (prompt tuning), "prefix" (prefix tuning without
 	// projection), "adapter" (Houlsby bottleneck), "bitfit", "freeze";
 	// "loha" and "lokr" (LyCORIS, with R and LoKr's fields below);
-	// "oft", "boft" (one butterfly factor) or "hra".
+	// "oft", "boft" (one butterfly factor), "hra";
+	// "vera" (rank R), "fourierft" (NFrequency), "lntuning".
 	Method string
 	// R is LoRA's rank [8] (OFT's and HRA's r, BOFT's boft_block_size); TargetModules its (or IA3's) modules [PEFT's
 	// defaults for the model type]; "all-linear" targets every Linear of
@@ -258,6 +259,9 @@ type MemoryOptions struct {
 	// 0 means -1] and decompose_both (R is LoKr's and LoHa's r too).
 	DecomposeFactor int
 	DecomposeBoth   bool
+	// NFrequency is FourierFT's spectral coefficients per layer [1000]
+	// (VeRA's rank is R).
+	NFrequency int
 	// Batch and Seq size the activations [1, 512].
 	Batch, Seq int64
 	// DType of weights and activations: "fp32", "fp16" or "bf16"
@@ -317,7 +321,7 @@ type MemoryEstimate struct {
 }
 
 // Methods lists the methods EstimateMemory knows.
-var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze", "oft", "boft", "hra"}
+var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze", "oft", "boft", "hra", "vera", "fourierft", "lntuning"}
 
 // defaultTargets are PEFT's default target modules by model type (its
 // TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING and IA3's mappings).
@@ -446,6 +450,7 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 	layerTotal, layerLinear, layerBias := m.LayerParams()
 	L, h := m.Layers, m.Hidden
 	var added int64     // method parameters (fp32)
+	var frozen int64    // method tensors that never train, fp32 (VeRA's shared projections)
 	var baseTrain int64 // base parameters that train (in the weights' dtype)
 	targets := o.TargetModules
 	if len(targets) == 0 {
@@ -561,6 +566,55 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 	case "freeze":
 		n := min(int64(o.TrainableLayers), L)
 		baseTrain = n * layerTotal
+	case "vera", "fourierft", "lntuning": // VeRA: λ_b [out] + λ_d [r] per layer, projections r·(in+out) shared; FourierFT: n_frequency per layer; LN tuning: a copy of each targeted norm
+		if o.Method == "fourierft" && len(o.TargetModules) == 0 && m.Family == "gpt2" {
+			targets = []string{"mlp.c_proj"} // PEFT's FourierFT default for gpt2
+		}
+		if o.Method == "lntuning" {
+			norms := map[string]bool{"norm": true, "ln_f": true, "final_layernorm": true, "input_layernorm": true, "post_attention_layernorm": true,
+				"pre_feedforward_layernorm": true, "post_feedforward_layernorm": true, "ln_1": true, "ln_2": true}
+			named := false
+			for _, t := range o.TargetModules {
+				named = named || norms[t]
+			}
+			if !named { // none given, or the linear targets of the other methods (--method all --targets …): PEFT's defaults
+				targets = map[string][]string{"bloom": {"input_layernorm", "post_attention_layernorm", "ln_f"}, "gpt2": {"ln_1", "ln_2", "ln_f"},
+					"qwen2": {"post_attention_layernorm"}, "gemma2": {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm", "norm"},
+				}[m.ModelType]
+				if targets == nil {
+					targets = []string{"input_layernorm", "post_attention_layernorm", "norm"}
+				}
+			}
+			for _, t := range targets {
+				switch {
+				case t == "norm" || t == "ln_f" || t == "final_layernorm":
+					added += m.normParams()
+				case norms[t]:
+					added += L * m.normParams()
+				default:
+					return nil, fmt.Errorf("peft: estimate: lntuning target %q is not a normalisation layer this estimate knows (input_layernorm, post_attention_layernorm, norm, ln_1, ln_2, ln_f, …)", t)
+				}
+			}
+			break
+		}
+		ls, err := selected()
+		if err != nil {
+			return nil, err
+		}
+		nf := int64(o.NFrequency)
+		if nf <= 0 {
+			nf = 1000
+		}
+		var maxIn, maxOut int64
+		for _, l := range ls {
+			if o.Method == "vera" {
+				added += L * (l.out + int64(o.R))
+				maxIn, maxOut = max(maxIn, l.in), max(maxOut, l.out)
+			} else {
+				added += L * min(nf, l.in*l.out)
+			}
+		}
+		frozen = int64(o.R) * (maxIn + maxOut)
 	default:
 		return nil, fmt.Errorf("peft: estimate: unknown method %q (%s)", o.Method, strings.Join(Methods, ", "))
 	}
@@ -572,6 +626,7 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 	} else {
 		e.Weights = base*wb + added*4
 	}
+	e.Weights += frozen * 4
 	e.Gradients = baseTrain*wb + added*4
 	stateBytes := int64(4)
 	if wb < 4 && !o.MixedPrecision {

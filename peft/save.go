@@ -222,12 +222,33 @@ func (m *Model) adapterStateDict(name string) ([]nn.NamedParam, error) {
 		for _, np := range pt.tuner.AdapterState(name) {
 			add(KeyPrefix+pt.path+"."+np.Name, np.Param)
 		}
+		if st, ok := pt.tuner.(SharedStater); ok {
+			for _, np := range st.SharedAdapterState(name) {
+				add(SharedKeyPrefix+np.Name, np.Param)
+			}
+		}
 	}
 	for _, np := range m.biasParams(cfg) {
 		add(stateKeyPrefix(cfg)+np.Name, np.Param)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// SharedKeyPrefix is what PEFT puts before the keys of tensors that an
+// adapter shares between its layers and keeps on the tuner model (VeRA's
+// "base_model.vera_A").
+const SharedKeyPrefix = "base_model."
+
+// SharedStater is implemented by Tuners whose adapter also has tensors
+// shared by all of its layers, held by PEFT on the tuner model rather than
+// on a layer (VeRA's frozen projections vera_A and vera_B): they are saved
+// once, under SharedKeyPrefix + local name, and loaded into the shared
+// tensors. Every layer of the adapter returns the same *nn.Param values.
+// Shared tensors are not parameters of the module tree (PEFT keeps them as
+// buffers): they are neither counted nor trained.
+type SharedStater interface {
+	SharedAdapterState(name string) []nn.NamedParam
 }
 
 // Warn receives the library's warnings (a loaded adapter that differs from

@@ -61,6 +61,7 @@ import (
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/charts"
 	"github.com/gopeft/peft/data"
+	"github.com/gopeft/peft/fourierft"
 	"github.com/gopeft/peft/freeze"
 	"github.com/gopeft/peft/generate"
 	"github.com/gopeft/peft/ia3"
@@ -75,6 +76,7 @@ import (
 	"github.com/gopeft/peft/prompt"
 	"github.com/gopeft/peft/tokenizer"
 	"github.com/gopeft/peft/train"
+	"github.com/gopeft/peft/vera"
 )
 
 // AllMethods is the order of the -method all table.
@@ -481,6 +483,8 @@ func methodSpec(m string) (*spec, error) {
 		return &spec{label: "freeze", name: "freeze tuning (last layer)", lr: 2e-3, epochs: tuneEpochs,
 			config:   func() peft.Config { return &freeze.Config{TrainableLayers: freeze.Layers(1)} },
 			estimate: peft.MemoryOptions{Method: "freeze", TrainableLayers: 1}}, nil
+	case "vera", "fourierft", "lntuning":
+		return veraFourierLNSpec(m), nil
 	}
 	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, loha, lokr, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
 }
@@ -919,4 +923,24 @@ func endBar() {
 func isTerminal() bool {
 	fi, err := os.Stderr.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// veraFourierLNSpec is the spec of VeRA (rank 64 on every linear layer),
+// FourierFT (1000 coefficients per linear layer) and LN tuning (PEFT's
+// defaults: every RMSNorm).
+func veraFourierLNSpec(m string) *spec {
+	switch m {
+	case "vera":
+		return &spec{label: "VeRA", name: "VeRA (r 64, all linear)", lr: 2e-2, epochs: tuneEpochs,
+			config:   func() peft.Config { return &vera.Config{R: 64, TargetModules: peft.TargetRegex(peft.AllLinear)} },
+			estimate: peft.MemoryOptions{Method: "vera", R: 64, TargetModules: []string{"all-linear"}}}
+	case "fourierft":
+		return &spec{label: "FourierFT", name: "FourierFT (1000 freq., all linear)", lr: 3e-2, epochs: tuneEpochs,
+			config: func() peft.Config {
+				return &fourierft.Config{NFrequency: 1000, TargetModules: peft.TargetRegex(peft.AllLinear)}
+			},
+			estimate: peft.MemoryOptions{Method: "fourierft", NFrequency: 1000, TargetModules: []string{"all-linear"}}}
+	}
+	return &spec{label: "LN tuning", name: "LN tuning (every norm)", lr: 1e-2, epochs: tuneEpochs,
+		config: func() peft.Config { return &lntuning.Config{} }, estimate: peft.MemoryOptions{Method: "lntuning"}}
 }

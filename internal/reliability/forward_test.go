@@ -13,11 +13,14 @@ import (
 
 	_ "github.com/gopeft/peft/boft"
 	_ "github.com/gopeft/peft/hra"
+	_ "github.com/gopeft/peft/fourierft"
 	_ "github.com/gopeft/peft/ia3"
+	_ "github.com/gopeft/peft/lntuning"
 	_ "github.com/gopeft/peft/lora"
 	_ "github.com/gopeft/peft/oft"
 	_ "github.com/gopeft/peft/prefix"
 	_ "github.com/gopeft/peft/prompt"
+	_ "github.com/gopeft/peft/vera"
 )
 
 // Issue #19 item 2, through the methods: a PEFT model of every kind
@@ -39,7 +42,8 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 		"labels of another shape":    {InputIDs: in, Labels: ids([]int64{1, 2}, 1, 2)},
 		"no input":                   {},
 	}
-	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj", "oft", "boft", "hra"} {
+	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj",
+		"oft", "boft", "hra", "vera", "fourierft", "ln-tuning"} {
 		t.Run(adapter, func(t *testing.T) {
 			base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 			require.NoError(t, err)

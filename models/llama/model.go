@@ -475,6 +475,9 @@ func (mlp *MLP) gated(s *tensor.Scope, h *tensor.T) *tensor.T {
 }
 
 func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
+	if s.Err() != nil { // a layer before failed the scope (h is nil): no shapes to read
+		return nil
+	}
 	sh := h.Shape()
 	B, L := sh[0], sh[1]
 	H, KV, D := cfg.NumAttentionHeads, cfg.NumKeyValueHeads, cfg.HeadSize()
