@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	_ "github.com/gopeft/peft/boft"
-	_ "github.com/gopeft/peft/hra"
 	_ "github.com/gopeft/peft/fourierft"
+	_ "github.com/gopeft/peft/hra"
 	_ "github.com/gopeft/peft/ia3"
 	_ "github.com/gopeft/peft/lntuning"
 	_ "github.com/gopeft/peft/lora"
