@@ -439,12 +439,14 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 			return &models.Output{}
 		}
 	}
-	return m.BaseModel.Model.ForwardT(s, b)
+	out := m.BaseModel.Model.ForwardT(s, b)
+	m.addLossTerms(s, out) // a method's term in the loss (LossTermer)
+	return out
 }
 
 // Forward runs the wrapped model (public entry point).
 func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, error) {
-	if pc, _ := m.activePrompt(); pc == nil {
+	if pc, _ := m.activePrompt(); pc == nil && !m.hasLossTerm() {
 		return m.BaseModel.Model.Forward(s, in)
 	}
 	return models.Run(s, "peft", m.ForwardT, in)
