@@ -13,6 +13,7 @@
 package auto
 
 import (
+	_ "github.com/gopeft/peft/adalora" // ADALORA
 	_ "github.com/gopeft/peft/adapter" // BOTTLENECK
 	_ "github.com/gopeft/peft/bitfit"  // BITFIT
 	_ "github.com/gopeft/peft/freeze"  // FREEZE

@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	_ "github.com/gopeft/peft/adapter" // registers BOTTLENECK
+	_ "github.com/gopeft/peft/auto"    // registers every method of the library
 	_ "github.com/gopeft/peft/bitfit"  // registers BITFIT
 	_ "github.com/gopeft/peft/freeze"  // registers FREEZE
 	_ "github.com/gopeft/peft/ia3"     // registers IA3
