@@ -31,11 +31,11 @@
 //  5. The before/after accuracy of every method run is drawn as grouped
 //     bars (charts.Accuracy) into the output folder.
 //
-// -method all runs every method (full fine-tuning, LoRA, IA3, prompt tuning,
+// -method all runs every method (full fine-tuning, LoRA, AdaLoRA, IA3, prompt tuning,
 // P-tuning, prefix tuning, bottleneck adapters, BitFit, freeze tuning) and
 // prints one table: accuracy, trainable %, seconds, peak memory.
 //
-//	go run ./examples/quickstart [-method lora|ia3|prompt|ptuning|prefix|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
+//	go run ./examples/quickstart [-method lora|adalora|ia3|prompt|ptuning|prefix|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
 //
 // Run time on 2 CPU cores: see README's Quickstart section (the base's
 // training takes most of a first run; it is cached for the next ones).
@@ -56,6 +56,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gopeft/peft/adalora"
 	"github.com/gopeft/peft/adapter"
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/charts"
@@ -75,10 +76,10 @@ import (
 )
 
 // AllMethods is the order of the -method all table.
-var AllMethods = []string{"full", "lora", "ia3", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze"}
+var AllMethods = []string{"full", "lora", "adalora", "ia3", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze"}
 
 func main() {
-	method := flag.String("method", "lora", "lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full, or all")
+	method := flag.String("method", "lora", "lora, adalora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full, or all")
 	cache := flag.String("cache", defaultCache(), "where the trained base model is kept")
 	fortunes := flag.String("fortunes", FortuneDir, "folder with fortunes-zh's tang300 and song100")
 	epochs := flag.Int("epochs", 0, "tuning epochs (0: the method's default)")
@@ -406,12 +407,15 @@ func logSteps(samples, batch, epochs int) int {
 
 // spec is one method's configuration for this task.
 type spec struct {
-	name     string // as in the table
-	label    string // as in the chart
-	config   func() peft.Config
-	estimate peft.MemoryOptions
-	lr       float64
-	epochs   int
+	name   string // as in the table
+	label  string // as in the chart
+	config func() peft.Config
+	// configSteps, when set, makes the config from the run's number of
+	// optimizer steps (AdaLoRA's total_step)
+	configSteps func(steps int) peft.Config
+	estimate    peft.MemoryOptions
+	lr          float64
+	epochs      int
 }
 
 func methodSpec(m string) (*spec, error) {
@@ -430,6 +434,18 @@ func methodSpec(m string) (*spec, error) {
 				return &lora.Config{R: 16, LoraAlpha: 32, TargetModules: lora.Regex("all-linear"), ModulesToSave_: []string{"norm"}}
 			},
 			estimate: peft.MemoryOptions{Method: "lora", R: 16, TargetModules: []string{"all-linear"}}}, nil
+	case "adalora":
+		// LoRA's spec with SVD-form layers: rank 16 everywhere at first,
+		// 8 on average after the budget phase (the middle 70% of the run)
+		return &spec{label: "AdaLoRA", name: "AdaLoRA (r 16 → 8, all linear; norms)", lr: 3e-3, epochs: tuneEpochs,
+			configSteps: func(steps int) peft.Config {
+				c := adalora.NewConfig(steps)
+				c.InitR, c.TargetR, c.LoraAlpha = 16, 8, 32
+				c.Tinit, c.Tfinal = steps/10, steps/5
+				c.TargetModules, c.ModulesToSave_ = peft.TargetRegex("all-linear"), []string{"norm"}
+				return c
+			},
+			estimate: peft.MemoryOptions{Method: "adalora", R: 16, TargetModules: []string{"all-linear"}}}, nil
 	case "ia3":
 		return &spec{label: "IA3", name: "IA3", lr: 1e-2, epochs: tuneEpochs, config: func() peft.Config { return &ia3.Config{} },
 			estimate: peft.MemoryOptions{Method: "ia3"}}, nil
@@ -465,7 +481,7 @@ func methodSpec(m string) (*spec, error) {
 			config:   func() peft.Config { return &freeze.Config{TrainableLayers: freeze.Layers(1)} },
 			estimate: peft.MemoryOptions{Method: "freeze", TrainableLayers: 1}}, nil
 	}
-	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
+	return nil, fmt.Errorf("unknown -method %q (want lora, adalora, ia3, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
 }
 
 // result is one row of the comparison.
@@ -496,6 +512,10 @@ func tune(method, cache, out string, fresh func() (*llama.Model, error), ev *eva
 	}
 	var model train.Model = base
 	var pm *peft.Model
+	if sp.configSteps != nil {
+		c := sp.configSteps((trainSet.Len() + tuneBatch - 1) / tuneBatch * sp.epochs)
+		sp.config = func() peft.Config { return c }
+	}
 	if sp.config != nil {
 		peft.SetSeed(Seed) // the adapter's initialisation (libtorch seeds itself from the OS otherwise)
 		if pm, err = peft.New(base, sp.config()); err != nil {
