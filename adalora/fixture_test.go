@@ -233,3 +233,26 @@ func TestAdaLoRABudgetSchedule(t *testing.T) {
 		require.Equal(t, int64(*want), sum, "step %d: the fixture's kept ranks", step)
 	}
 }
+
+// The call's adapter selection reaches the layers (peft.CallAdapters): a
+// call with adapters disabled gives the base's logits without touching
+// the model; a mixed-adapter batch is refused with a clear error.
+func TestAdaLoRACallSelection(t *testing.T) {
+	e := testutil.OpenExpected(t, fixture)
+	m, err := peft.Load(loadLlama(t), adapterDir(t))
+	require.NoError(t, err)
+	s := tensor.NoGradScope()
+	defer s.Close()
+	restore := peft.WithSelection(s, &peft.Selection{Disabled: true})
+	out := m.ForwardT(s, fixtureBatch(t, s, e, false))
+	require.NoError(t, s.Err())
+	require.LessOrEqual(t, testutil.MaxDiff(s.Float32s(out.Logits), e.F32(t, "logits_base")), 1e-4)
+	restore()
+	testutil.RequireLogits(t, m, e, "logits", 1e-4)
+
+	s2 := tensor.NoGradScope()
+	defer s2.Close()
+	peft.WithSelection(s2, &peft.Selection{Rows: []string{"default", peft.BaseAdapterName}})
+	m.ForwardT(s2, fixtureBatch(t, s2, e, false))
+	require.ErrorContains(t, s2.Err(), "SVDLinear cannot run a different adapter per batch row")
+}

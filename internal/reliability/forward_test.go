@@ -11,6 +11,7 @@ import (
 	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 
+	_ "github.com/gopeft/peft/adalora"
 	_ "github.com/gopeft/peft/ia3"
 	_ "github.com/gopeft/peft/lora"
 	_ "github.com/gopeft/peft/prefix"
@@ -36,7 +37,7 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 		"labels of another shape":    {InputIDs: in, Labels: ids([]int64{1, 2}, 1, 2)},
 		"no input":                   {},
 	}
-	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj"} {
+	for _, adapter := range []string{"lora-default", "ia3", "adalora", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj"} {
 		t.Run(adapter, func(t *testing.T) {
 			base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 			require.NoError(t, err)
