@@ -94,6 +94,15 @@ func (l *SVDLinear) scores(name string) ([]float32, error) {
 // maskE zeroes lora_E where keep is false (PEFT's masked_fill_).
 func (l *SVDLinear) maskE(name string, keep []bool) error {
 	e, _ := l.E.Get(name)
+	kept := 0
+	for _, on := range keep {
+		if on {
+			kept++
+		}
+	}
+	if int(e.Shape()[0]) == kept && kept != len(keep) {
+		return nil // already cut to the pattern (a loaded adapter)
+	}
 	if int(e.Shape()[0]) != len(keep) {
 		return fmt.Errorf("the rank pattern has %d entries, the layer's rank is %d", len(keep), e.Shape()[0])
 	}
@@ -186,6 +195,9 @@ func (c *Config) AfterOptimizerStep(model nn.Module, adapter string, step int) e
 			l.layer.resetSensitivity(adapter)
 		}
 	default:
+		if c.RankPattern == nil {
+			return fmt.Errorf("adalora: step %d is after the final allocation (total_step - tfinal = %d) but the config has no rank_pattern (a run resumed past it without the saved adapter's config?)", step, final)
+		}
 		for _, l := range layers {
 			keep, ok := c.RankPattern[l.path+".lora_E"]
 			if !ok {

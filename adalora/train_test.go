@@ -163,4 +163,18 @@ func TestAdaLoRATrainer(t *testing.T) {
 	fresh2, err := adalora.Wrap(loadLlama(t), noTotal)
 	require.NoError(t, err)
 	require.ErrorContains(t, fresh2.AfterOptimizerStep(0), "total_step")
+
+	// past the final allocation without a pattern: an error, not a silent no-op
+	cfg.RankPattern = nil
+	require.ErrorContains(t, m.AfterOptimizerStep(*cfg.TotalStep), "no rank_pattern")
+
+	// a loaded (cut) adapter trained past the final step: the pattern's
+	// masks fit the cut layers (nothing more to mask)
+	loaded, err := peft.Load(loadLlama(t), adapterDir(t), peft.Trainable())
+	require.NoError(t, err)
+	lc, _ := loaded.Config(peft.DefaultAdapter)
+	before := keptRanks(t, loaded)
+	require.NoError(t, loaded.AfterOptimizerStep(*lc.(*adalora.Config).TotalStep))
+	require.Equal(t, before, keptRanks(t, loaded))
+	require.Equal(t, int64(18), sum(before))
 }
