@@ -114,6 +114,11 @@ func TestAdaLoRAAllocatorSteps(t *testing.T) {
 	set.Close()
 	saved := testutil.ReadJSON(t, filepath.Join(dir, peft.ConfigName))
 	require.Len(t, saved["rank_pattern"], 6)
+	shipped := testutil.ReadJSON(t, filepath.Join(adapterDir(t), peft.ConfigName))
+	require.Equal(t, keys(shipped), keys(saved)) // the keys PEFT 0.10 writes
+	for _, k := range []string{"init_r", "target_r", "tinit", "tfinal", "deltaT", "total_step", "beta1", "beta2", "orth_reg_weight", "lora_alpha", "target_modules"} {
+		require.Equal(t, shipped[k], saved[k], k)
+	}
 
 	inMemory, _ := testutil.LogitsOf(t, m, e)
 	m2, err := peft.Load(loadLlama(t), dir)
