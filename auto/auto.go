@@ -1,6 +1,6 @@
 // Package auto loads an adapter of any method this library implements
 // without naming the method, as HF's AutoPeftModel does: it imports every
-// method package (lora, ia3, adapter, bitfit, freeze, prompt, prefix), so
+// method package (lora, adalora, ia3, adapter, bitfit, freeze, prompt, prefix), so
 // each registers its peft_type with package peft, and offers Load and
 // ReadConfig on top of peft's.
 //

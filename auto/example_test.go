@@ -34,5 +34,5 @@ func ExampleLoad() {
 // The peft_types auto.Load reads.
 func ExampleMethods() {
 	fmt.Println(auto.Methods())
-	// Output: [BITFIT BOTTLENECK FREEZE IA3 LORA PREFIX_TUNING PROMPT_TUNING P_TUNING]
+	// Output: [ADALORA BITFIT BOTTLENECK FREEZE IA3 LORA PREFIX_TUNING PROMPT_TUNING P_TUNING]
 }
