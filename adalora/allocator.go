@@ -171,6 +171,9 @@ func (c *Config) AfterOptimizerStep(model nn.Module, adapter string, step int) e
 	if c.TotalStep == nil {
 		return fmt.Errorf("adalora: field \"total_step\" is null: the rank allocator needs the number of training steps")
 	}
+	if c.TargetR > c.InitR {
+		return fmt.Errorf("adalora: field \"target_r\"=%d is above \"init_r\"=%d: the rank budget cannot grow", c.TargetR, c.InitR)
+	}
 	layers := svdLayers(model, adapter)
 	if len(layers) == 0 {
 		return nil

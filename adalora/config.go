@@ -142,8 +142,8 @@ func (c *Config) Validate() error {
 	switch {
 	case c.InitR < 0:
 		return fmt.Errorf("field \"init_r\" must be >= 0, got %d", c.InitR)
-	case c.TargetR < 0 || c.TargetR > c.InitR:
-		return fmt.Errorf("field \"target_r\" must be in [0, init_r=%d], got %d", c.InitR, c.TargetR)
+	case c.TargetR < 0:
+		return fmt.Errorf("field \"target_r\" must be >= 0, got %d", c.TargetR)
 	case c.Tinit < 0:
 		return fmt.Errorf("field \"tinit\" must be >= 0, got %d", c.Tinit)
 	case c.Tfinal < 0:

@@ -156,7 +156,7 @@ func TestBudget(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	for field, mod := range map[string]func(c *Config){
 		"init_r":          func(c *Config) { c.InitR = -1 },
-		"target_r":        func(c *Config) { c.TargetR = 13 },
+		"target_r":        func(c *Config) { c.TargetR = -1 },
 		"deltaT":          func(c *Config) { c.DeltaT = 0 },
 		"beta1":           func(c *Config) { c.Beta1 = 1 },
 		"beta2":           func(c *Config) { c.Beta2 = 0 },

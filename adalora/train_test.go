@@ -168,6 +168,11 @@ func TestAdaLoRATrainer(t *testing.T) {
 	fresh2, err := adalora.Wrap(loadLlama(t), noTotal)
 	require.NoError(t, err)
 	require.ErrorContains(t, fresh2.AfterOptimizerStep(0), "total_step")
+	grow := fixtureConfig(t)
+	grow.TargetR = grow.InitR + 1
+	fresh3, err := adalora.Wrap(loadLlama(t), grow)
+	require.NoError(t, err)
+	require.ErrorContains(t, fresh3.AfterOptimizerStep(0), "target_r")
 
 	// past the final allocation without a pattern: an error, not a silent no-op
 	cfg.RankPattern = nil
