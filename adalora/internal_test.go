@@ -188,3 +188,14 @@ func eT(l *SVDLinear) *tensor.T {
 	e, _ := l.E.Get("default")
 	return e.T()
 }
+
+// Keys this library does not know survive a decode and re-save.
+func TestConfigKeepsUnknownKeys(t *testing.T) {
+	c, err := Decode([]byte(`{"peft_type": "ADALORA", "init_r": 4, "target_r": 2, "total_step": 10, "some_future_key": {"a": 1}}`))
+	require.NoError(t, err)
+	out, err := c.MarshalJSON()
+	require.NoError(t, err)
+	require.Contains(t, string(out), `"some_future_key": {`)
+	require.Contains(t, string(out), `"init_r": 4`)
+	require.Contains(t, string(out), `"peft_type": "ADALORA"`)
+}
