@@ -28,7 +28,7 @@ FUZZ_TARGETS = \
 	./safetensors:FuzzOpen ./safetensors:FuzzReadIndex \
 	./models/llama:FuzzParseConfig ./models/gpt2:FuzzParseConfig \
 	./models/bloom:FuzzParseConfig ./models/bert:FuzzParseConfig \
-	./lora:FuzzLoRAConfig ./ia3:FuzzIA3Config ./prefix:FuzzPrefixConfig \
+	./lora:FuzzLoRAConfig ./ia3:FuzzIA3Config ./prefix:FuzzPrefixConfig ./adalora:FuzzAdaLoRAConfig \
 	./adapter:FuzzAdapterConfig ./prompt:FuzzPromptTuningConfig ./prompt:FuzzPTuningConfig \
 	./tokenizer:FuzzTokenizerJSON ./tokenizer:FuzzFromJSON ./tokenizer:FuzzEncode \
 	./data:FuzzReadInstructions ./data:FuzzReadConversations \

@@ -2,6 +2,7 @@
 // without naming the method, as HF's AutoPeftModel does: it imports every
 // method package (lora, ia3, adapter, bitfit, freeze, prompt, prefix, and
 // every method added since: see Methods), so
+// method package (lora, adalora, ia3, adapter, bitfit, freeze, prompt, prefix), so
 // each registers its peft_type with package peft, and offers Load and
 // ReadConfig on top of peft's.
 //
@@ -14,6 +15,7 @@
 package auto
 
 import (
+	_ "github.com/gopeft/peft/adalora"   // ADALORA
 	_ "github.com/gopeft/peft/adapter"   // BOTTLENECK
 	_ "github.com/gopeft/peft/bitfit"    // BITFIT
 	_ "github.com/gopeft/peft/boft"      // BOFT

@@ -54,7 +54,9 @@ func (m *Model) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
 			return &models.Output{}
 		}
 	}
-	return m.BaseModel.Model.ForwardT(s, b)
+	out := m.BaseModel.Model.ForwardT(s, b)
+	m.addLossTerms(s, out) // a method's term in the loss (LossTermer)
+	return out
 }
 
 // Forward runs the wrapped model (public entry point), with the adapters
@@ -65,7 +67,7 @@ func (m *Model) Forward(s *tensor.Scope, in models.Inputs) (*models.Outputs, err
 	}
 	defer m.Hold(s)()
 	if SelectionOf(s) == nil {
-		if pc, _ := m.callPrompt(s); pc == nil {
+		if pc, _ := m.callPrompt(s); pc == nil && !m.hasLossTerm() {
 			return m.BaseModel.Model.Forward(s, in)
 		}
 	}

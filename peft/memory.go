@@ -245,6 +245,7 @@ type MemoryOptions struct {
 	// "vera" (rank R), "fourierft" (NFrequency), "lntuning".
 	Method string
 	// R is LoRA's rank [8] (OFT's and HRA's r, BOFT's boft_block_size); TargetModules its (or IA3's) modules [PEFT's
+	// R is LoRA's rank [8] (AdaLoRA's init_r [12]); TargetModules its (or IA3's) modules [PEFT's
 	// defaults for the model type]; "all-linear" targets every Linear of
 	// the decoder layers.
 	R             int
@@ -321,7 +322,7 @@ type MemoryEstimate struct {
 }
 
 // Methods lists the methods EstimateMemory knows.
-var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze", "oft", "boft", "hra", "vera", "fourierft", "lntuning"}
+var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze", "oft", "boft", "hra", "vera", "fourierft", "lntuning", "adalora"}
 
 // defaultTargets are PEFT's default target modules by model type (its
 // TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING and IA3's mappings).
@@ -393,6 +394,9 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 	if o.Method == "" {
 		o.Method = "full"
 	}
+	if o.R <= 0 && o.Method == "adalora" {
+		o.R = 12 // PEFT's init_r
+	}
 	if o.R <= 0 {
 		o.R = 8
 	}
@@ -449,9 +453,10 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 	base := m.Params()
 	layerTotal, layerLinear, layerBias := m.LayerParams()
 	L, h := m.Layers, m.Hidden
-	var added int64     // method parameters (fp32)
-	var frozen int64    // method tensors that never train, fp32 (VeRA's shared projections)
-	var baseTrain int64 // base parameters that train (in the weights' dtype)
+	var added int64       // method parameters (fp32)
+	var frozen int64      // method tensors that never train, fp32 (VeRA's shared projections)
+	var baseTrain int64   // base parameters that train (in the weights' dtype)
+	var frozenAdded int64 // method parameters that do not train (AdaLoRA's ranknum)
 	targets := o.TargetModules
 	if len(targets) == 0 {
 		targets = defaultTargets(m, o.Method)
@@ -489,6 +494,15 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 		}
 		for _, l := range ls {
 			added += L * int64(o.R) * (l.in + l.out)
+		}
+	case "adalora": // A [r, in], E [r, 1], B [out, r] per layer, from init_r; ranknum (frozen) too
+		ls, err := selected()
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range ls {
+			added += L * int64(o.R) * (l.in + l.out + 1)
+			frozenAdded += L
 		}
 	case "ia3":
 		ls, err := selected()
@@ -619,12 +633,12 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 		return nil, fmt.Errorf("peft: estimate: unknown method %q (%s)", o.Method, strings.Join(Methods, ", "))
 	}
 
-	e := &MemoryEstimate{Method: o.Method, Params: base + added, Trainable: baseTrain + added, Overhead: o.Overhead}
+	e := &MemoryEstimate{Method: o.Method, Params: base + added + frozenAdded, Trainable: baseTrain + added, Overhead: o.Overhead}
 	if o.Method == "qlora" {
 		q := L * layerLinear
 		e.Weights = int64(float64(q)*nf4BytesPerParam) + (base-q)*wb + added*4
 	} else {
-		e.Weights = base*wb + added*4
+		e.Weights = base*wb + (added+frozenAdded)*4
 	}
 	e.Weights += frozen * 4
 	e.Gradients = baseTrain*wb + added*4

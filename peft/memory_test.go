@@ -221,3 +221,19 @@ func TestModelShapeRealConfigs(t *testing.T) {
 		}
 	}
 }
+
+// AdaLoRA's count equals PEFT's line for the llama-tiny fixture
+// (llama-tiny__adalora: init_r 6 on q, v, o: "trainable params: 4,260 ||
+// all params: 143,850"; ranknum counts in the total only).
+func TestAdaLoRAEstimateCount(t *testing.T) {
+	s, err := peft.ReadModelShape(filepath.Join("..", "testdata", "hf", "llama-tiny"))
+	require.NoError(t, err)
+	e, err := peft.EstimateMemory(s, peft.MemoryOptions{Method: "adalora", R: 6, TargetModules: []string{"q_proj", "v_proj", "o_proj"}})
+	require.NoError(t, err)
+	require.Equal(t, int64(4260), e.Trainable)
+	require.Equal(t, int64(143_850), e.Params)
+	m7 := shape(t, llama2_7B)
+	e, err = peft.EstimateMemory(m7, peft.MemoryOptions{Method: "adalora"}) // init_r 12 on q, v
+	require.NoError(t, err)
+	require.Equal(t, int64(32*2*12*(4096+4096+1)), e.Trainable)
+}

@@ -88,6 +88,11 @@ func (m *Model) saveAdapter(dir, name string) error {
 	if err != nil {
 		return fmt.Errorf("peft: save %q: %w", name, err)
 	}
+	if f, ok := cfg.(StateFilter); ok {
+		if tensors, err = f.SaveTensors(name, tensors); err != nil {
+			return fmt.Errorf("peft: save %q: %w", name, err)
+		}
+	}
 	js, err := cfg.MarshalJSON()
 	if err != nil {
 		return fmt.Errorf("peft: save %q config: %w", name, err)
@@ -381,6 +386,12 @@ func (m *Model) loadAdapter(set *safetensors.Set, dir, name string, cfg Config, 
 	path := filepath.Join(dir, WeightsName)
 	if err := m.addAdapter(name, cfg, true); err != nil {
 		return err
+	}
+	if p, ok := cfg.(LoadPreparer); ok {
+		if err := p.PrepareLoad(m.BaseModel.Model, name); err != nil {
+			m.dropAdapter(name)
+			return fmt.Errorf("peft: %s: %w", path, err)
+		}
 	}
 	if err := m.fill(set, path, name); err != nil {
 		m.dropAdapter(name) // nothing half-loaded

@@ -28,6 +28,41 @@ type AdamW struct {
 	params []nn.NamedParam
 	m, v   []*tensor.T
 	step   int
+	// per parameter, with parameter groups: the group's learning rate as
+	// a multiple of cfg.LR, and its weight decay (nil: cfg's for all)
+	lrScale, decay []float64
+}
+
+// ParamGroup is one of torch.optim's parameter groups: parameters that
+// train with their own learning rate and weight decay. A plain value.
+type ParamGroup struct {
+	// Name says what the group is (LoRA+: "groupA", "embedding", "groupB",
+	// "groupB_no_decay", PEFT's names); only for messages.
+	Name        string
+	Params      []nn.NamedParam
+	LR          float64
+	WeightDecay float64
+}
+
+// NewAdamWGroups makes an optimizer over parameter groups, as
+// torch.optim.AdamW(param_groups): each group's parameters step with its
+// LR and WeightDecay. cfg.LR is the base rate the groups are relative to:
+// SetLR(lr) gives every group the rate LR × lr / cfg.LR, as a PyTorch
+// scheduler scales each group's initial rate; cfg.WeightDecay is not used.
+// cfg.LR must be positive.
+func NewAdamWGroups(groups []ParamGroup, cfg AdamWConfig) *AdamW {
+	var params []nn.NamedParam
+	var scale, decay []float64
+	for _, g := range groups {
+		for _, p := range g.Params {
+			params = append(params, p)
+			scale = append(scale, g.LR/cfg.LR)
+			decay = append(decay, g.WeightDecay)
+		}
+	}
+	o := NewAdamW(params, cfg)
+	o.lrScale, o.decay = scale, decay
+	return o
 }
 
 // NewAdamW makes an optimizer over params (typically model.TrainableParams()).
@@ -58,20 +93,24 @@ func (o *AdamW) Step() error {
 	c := o.cfg
 	bc1 := 1 - math.Pow(c.Beta1, float64(o.step))
 	bc2 := 1 - math.Pow(c.Beta2, float64(o.step))
-	stepSize := c.LR / bc1
 	for i, np := range o.params {
 		p := np.Param.T()
 		g := s.Grad(p)
 		if g == nil {
 			continue
 		}
+		lr, wd := c.LR, c.WeightDecay
+		if o.lrScale != nil {
+			lr, wd = c.LR*o.lrScale[i], o.decay[i]
+		}
+		stepSize := lr / bc1
 		if o.m[i] == nil {
 			s.SetDevice(p.Device()) // the state lives beside its parameter
 			o.m[i] = s.Keep(s.Zeros(p.DType(), p.Shape()...))
 			o.v[i] = s.Keep(s.Zeros(p.DType(), p.Shape()...))
 		}
 		m, v := o.m[i], o.v[i]
-		s.MulScalar_(p, 1-c.LR*c.WeightDecay)
+		s.MulScalar_(p, 1-lr*wd)
 		s.MulScalar_(m, c.Beta1)
 		s.Add_(m, s.MulScalar(g, 1-c.Beta1))
 		s.MulScalar_(v, c.Beta2)

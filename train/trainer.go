@@ -29,6 +29,19 @@ type Model interface {
 	ForwardT(s *tensor.Scope, b *models.Batch) *models.Output
 }
 
+// StepHook is implemented by models whose method acts after every
+// optimizer step while the gradients are still there: peft.Model, for
+// AdaLoRA's rank allocation (PEFT's update_and_allocate(global_step)).
+// The Trainer calls AfterOptimizerStep after the optimizer's step and
+// before it zeroes the gradients; step counts from 0 (PEFT's global_step
+// of the step just taken). In a data-parallel run every rank calls it on
+// the same reduced gradients. State the hook keeps (AdaLoRA's
+// sensitivities) is not part of a checkpoint: a resumed run starts it
+// afresh.
+type StepHook interface {
+	AfterOptimizerStep(step int) error
+}
+
 // Config is the Trainer's settings, named after HF TrainingArguments. Zero
 // values take the defaults in brackets.
 type Config struct {
@@ -63,6 +76,16 @@ type Config struct {
 	// each forward pass, so a run is reproducible and a resumed run draws
 	// what the uninterrupted one drew.
 	Seed int64
+
+	// LoraPlusLRRatio > 0 trains with LoRA+ (PEFT's
+	// create_loraplus_optimizer; LLaMA-Factory's loraplus_lr_ratio): lora_B
+	// (and one-dimensional parameters) at LR × the ratio, the rest at LR,
+	// biases and norm weights without weight decay (LoraPlusGroups). The
+	// schedule scales every group alike.
+	LoraPlusLRRatio float64
+	// LoraPlusLREmbedding is the learning rate of LoRA adapters on
+	// embedding layers under LoRA+ [DefaultLoraPlusLREmbedding = 1e-6].
+	LoraPlusLREmbedding float64
 
 	// Checkpointing turns on activation checkpointing per decoder layer
 	// (models.Checkpoint): less memory, one more forward pass per step.
@@ -250,7 +273,9 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 	if _, err := LRAt(cfg.Schedule, cfg.LR, 0, warmup, t.total); err != nil {
 		return err
 	}
-	t.opt = NewAdamW(params, AdamWConfig{LR: cfg.LR, Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps, WeightDecay: cfg.WeightDecay})
+	if t.opt, err = t.newOptimizer(params); err != nil {
+		return err
+	}
 	defer func() { t.opt.Free(); t.opt = nil }()
 	t.step, t.epoch, t.micro = 0, 0, 0
 	t.History = nil
@@ -338,6 +363,11 @@ func (t *Trainer) Fit(train, eval *data.Dataset) error {
 		t.opt.SetLR(lr)
 		if err := t.opt.Step(); err != nil {
 			return fmt.Errorf("train: step %d: %w", t.step+1, err)
+		}
+		if h, ok := t.model.(StepHook); ok {
+			if err := h.AfterOptimizerStep(t.step); err != nil {
+				return fmt.Errorf("train: step %d: %w", t.step+1, err)
+			}
 		}
 		if err := t.opt.ZeroGrad(); err != nil {
 			return err

@@ -28,7 +28,7 @@ const estimateUsage = `usage: peft estimate --model DIR|config.json [--method M[
 
 Estimates the peak memory of a training step from config.json alone: framework, weights,
 activations, gradients, optimizer states (and, on CPU, what malloc keeps), per method:
-` + "  full, lora, qlora, ia3, prompt, prefix, adapter, bitfit, freeze" + `
+` + "  full, lora, qlora, adalora, ia3, prompt, prefix, adapter, bitfit, freeze" + `
 --measure also trains 3 steps of a randomly initialised model of that config (fp32, CPU,
 one method of full/lora) and prints the peak RSS it reached next to the estimate.
 --chart draws the estimates as one stacked bar per method into BASE.svg and BASE.png.
@@ -41,7 +41,7 @@ func estimate(args []string, stdout, stderr io.Writer) error {
 	fs.Usage = func() { fmt.Fprint(stderr, estimateUsage) }
 	model := fs.String("model", "", "model folder or config.json")
 	method := fs.String("method", "all", "method(s), comma-separated, or all")
-	r := fs.Int("r", 8, "LoRA rank")
+	r := fs.Int("r", 8, "LoRA rank (AdaLoRA: init_r)")
 	targets := fs.String("targets", "", "target modules, comma-separated (default: PEFT's for the model type), or all-linear")
 	vt := fs.Int("virtual-tokens", 20, "virtual tokens (prompt, prefix)")
 	batch := fs.Int64("batch", 1, "batch size")

@@ -27,7 +27,6 @@ import (
 
 	_ "github.com/gopeft/peft/adapter" // registers BOTTLENECK
 	_ "github.com/gopeft/peft/auto"    // registers every method of the library (LOHA, LOKR, …)
-	_ "github.com/gopeft/peft/auto"    // registers every method of the library (OFT, BOFT, HRA, …)
 	_ "github.com/gopeft/peft/bitfit"  // registers BITFIT
 	_ "github.com/gopeft/peft/freeze"  // registers FREEZE
 	_ "github.com/gopeft/peft/ia3"     // registers IA3

@@ -61,6 +61,9 @@ type trainConfig struct {
 	FreezeModules []string
 	FreezeExtra   []string
 	VirtualTokens int
+	// LoRA+ (LLaMA-Factory's loraplus_lr_ratio, loraplus_lr_embedding)
+	LoraPlusLRRatio     float64
+	LoraPlusLREmbedding float64
 
 	BatchSize     int
 	GradAccum     int
@@ -199,6 +202,8 @@ var trainFields = map[string]field{
 	"gradient_checkpointing":      boolField(func(c *trainConfig) *bool { return &c.Checkpointing }),
 	"plot_loss":                   boolField(func(c *trainConfig) *bool { return &c.PlotLoss }),
 	"weight_decay":                floatField(func(c *trainConfig) *float64 { return &c.WeightDecay }, 0, 1),
+	"loraplus_lr_ratio":           floatField(func(c *trainConfig) *float64 { return &c.LoraPlusLRRatio }, math.SmallestNonzeroFloat64, math.MaxFloat64),
+	"loraplus_lr_embedding":       floatField(func(c *trainConfig) *float64 { return &c.LoraPlusLREmbedding }, math.SmallestNonzeroFloat64, 10),
 	"max_grad_norm":               floatField(func(c *trainConfig) *float64 { return &c.MaxGradNorm }, 0, math.MaxFloat64),
 	"adam_beta1":                  floatField(func(c *trainConfig) *float64 { return &c.Beta1 }, 0, 0.999999),
 	"adam_beta2":                  floatField(func(c *trainConfig) *float64 { return &c.Beta2 }, 0, 0.999999999),
@@ -307,6 +312,12 @@ func (c *trainConfig) check(seen map[string]bool) error {
 	}
 	if !seen["lora_alpha"] {
 		c.LoraAlpha = 2 * float64(c.LoraRank)
+	}
+	if c.LoraPlusLRRatio > 0 && c.FinetuningType != "lora" {
+		return bad("loraplus_lr_ratio", "LoRA+ needs finetuning_type lora, not %q", c.FinetuningType)
+	}
+	if seen["loraplus_lr_embedding"] && c.LoraPlusLRRatio == 0 {
+		return bad("loraplus_lr_embedding", "is set without loraplus_lr_ratio")
 	}
 	return nil
 }
@@ -457,7 +468,7 @@ func isConversations(path string) (bool, error) {
 const trainUsage = `usage: peft train [--nproc N] CONFIG.yaml
 
 Fine-tunes a model as LLaMA-Factory's YAML describes (model_name_or_path, dataset, template, cutoff_len,
-finetuning_type, lora_*, per_device_train_batch_size, gradient_accumulation_steps, learning_rate,
+finetuning_type, lora_*, loraplus_lr_ratio, loraplus_lr_embedding, per_device_train_batch_size, gradient_accumulation_steps, learning_rate,
 lr_scheduler_type, warmup_ratio, num_train_epochs, max_steps, logging_steps, save_steps, output_dir, seed,
 bf16, gradient_checkpointing, ...) and writes the adapter (or model) and metrics.jsonl to output_dir.
 --nproc N trains data-parallel in N processes on this machine; under torchrun (or RANK, WORLD_SIZE,
@@ -556,7 +567,7 @@ func runTraining(cfg *trainConfig, env dist.Env, stderr io.Writer) error {
 		Schedule: cfg.scheduler(), WarmupSteps: cfg.WarmupSteps, WarmupRatio: cfg.WarmupRatio, MaxGradNorm: cfg.MaxGradNorm,
 		BatchSize: cfg.BatchSize, GradAccum: cfg.GradAccum, Seed: cfg.Seed, Checkpointing: cfg.Checkpointing,
 		LogSteps: cfg.LoggingSteps, SaveSteps: cfg.SaveSteps, OutputDir: cfg.OutputDir, ResumeFrom: cfg.Resume, Progress: stderr, Dist: group,
-		PlotCurves: cfg.PlotLoss}
+		PlotCurves: cfg.PlotLoss, LoraPlusLRRatio: cfg.LoraPlusLRRatio, LoraPlusLREmbedding: cfg.LoraPlusLREmbedding}
 	if cfg.MaxSteps > 0 {
 		tc.MaxSteps = cfg.MaxSteps
 	} else if cfg.Epochs == math.Trunc(cfg.Epochs) {

@@ -119,20 +119,23 @@ report_to: none
 func TestTrainConfigErrors(t *testing.T) {
 	base := "model_name_or_path: m\ndataset: d.json\noutput_dir: o\n"
 	cases := map[string]string{
-		"learning_rate: fast\n":              "cfg.yaml:4: learning_rate: want a number",
-		"lora_dropout: 1.5\n":                "cfg.yaml:4: lora_dropout: must be in [0, 0.999]",
-		"finetuning_type: qlora\n":           `finetuning_type: "qlora" is not supported (lora, freeze, full, ia3`,
-		"template: vicuna\n":                 `template: "vicuna" is not supported`,
-		"lr_scheduler_type: polynomial\n":    `lr_scheduler_type: "polynomial" is not supported`,
-		"per_device_train_batch_size: 0\n":   "per_device_train_batch_size: must be at least 1",
-		"per_device_train_batch_size: 2.5\n": "per_device_train_batch_size: want an integer",
-		"bf16: maybe\n":                      "bf16: want true or false",
-		"stage: dpo\n":                       `stage: peft train does sft only, got "dpo"`,
-		"finetuning_type: prompt_tuning\n":   "num_virtual_tokens: finetuning_type prompt_tuning needs num_virtual_tokens",
-		"lora_target: {q: 1}\n":              "lora_target: want a value, got a mapping",
-		"max_steps: 0\n":                     "max_steps: must be positive, or -1",
-		"seed: x\n":                          "seed: want an integer",
-		"bf16: true\nfp16: true\n":           "fp16: bf16 and fp16 are both true",
+		"learning_rate: fast\n":                            "cfg.yaml:4: learning_rate: want a number",
+		"lora_dropout: 1.5\n":                              "cfg.yaml:4: lora_dropout: must be in [0, 0.999]",
+		"finetuning_type: qlora\n":                         `finetuning_type: "qlora" is not supported (lora, freeze, full, ia3`,
+		"template: vicuna\n":                               `template: "vicuna" is not supported`,
+		"lr_scheduler_type: polynomial\n":                  `lr_scheduler_type: "polynomial" is not supported`,
+		"per_device_train_batch_size: 0\n":                 "per_device_train_batch_size: must be at least 1",
+		"per_device_train_batch_size: 2.5\n":               "per_device_train_batch_size: want an integer",
+		"bf16: maybe\n":                                    "bf16: want true or false",
+		"stage: dpo\n":                                     `stage: peft train does sft only, got "dpo"`,
+		"finetuning_type: prompt_tuning\n":                 "num_virtual_tokens: finetuning_type prompt_tuning needs num_virtual_tokens",
+		"lora_target: {q: 1}\n":                            "lora_target: want a value, got a mapping",
+		"max_steps: 0\n":                                   "max_steps: must be positive, or -1",
+		"seed: x\n":                                        "seed: want an integer",
+		"bf16: true\nfp16: true\n":                         "fp16: bf16 and fp16 are both true",
+		"loraplus_lr_ratio: 0\n":                           "loraplus_lr_ratio: must be in",
+		"loraplus_lr_ratio: 16\nfinetuning_type: freeze\n": `loraplus_lr_ratio: LoRA+ needs finetuning_type lora, not "freeze"`,
+		"loraplus_lr_embedding: 1.0e-5\n":                  "loraplus_lr_embedding: is set without loraplus_lr_ratio",
 	}
 	for extra, want := range cases {
 		_, _, err := parseTrainConfig("cfg.yaml", []byte(base+extra))
@@ -151,6 +154,11 @@ func TestTrainConfigErrors(t *testing.T) {
 	require.Equal(t, []string{"d.json"}, c.Dataset)
 	require.Equal(t, 8, c.BatchSize) // HF's defaults
 	require.Equal(t, 5e-5, c.LR)
+
+	c, _, err = parseTrainConfig("cfg.yaml", []byte(base+"loraplus_lr_ratio: 16\nloraplus_lr_embedding: 1.0e-5\n"))
+	require.NoError(t, err)
+	require.Equal(t, 16.0, c.LoraPlusLRRatio)
+	require.Equal(t, 1e-5, c.LoraPlusLREmbedding)
 }
 
 // peft train on one process: the adapter, checkpoints and metrics.jsonl in

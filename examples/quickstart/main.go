@@ -57,6 +57,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gopeft/peft/adalora"
 	"github.com/gopeft/peft/adapter"
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/charts"
@@ -67,6 +68,7 @@ import (
 	"github.com/gopeft/peft/ia3"
 	"github.com/gopeft/peft/internal/memstat"
 	"github.com/gopeft/peft/loha"
+	"github.com/gopeft/peft/lntuning"
 	"github.com/gopeft/peft/lokr"
 	"github.com/gopeft/peft/lora"
 	"github.com/gopeft/peft/models/llama"
@@ -411,12 +413,15 @@ func logSteps(samples, batch, epochs int) int {
 
 // spec is one method's configuration for this task.
 type spec struct {
-	name     string // as in the table
-	label    string // as in the chart
-	config   func() peft.Config
-	estimate peft.MemoryOptions
-	lr       float64
-	epochs   int
+	name   string // as in the table
+	label  string // as in the chart
+	config func() peft.Config
+	// configSteps, when set, makes the config from the run's number of
+	// optimizer steps (AdaLoRA's total_step)
+	configSteps func(steps int) peft.Config
+	estimate    peft.MemoryOptions
+	lr          float64
+	epochs      int
 }
 
 func methodSpec(m string) (*spec, error) {
@@ -435,6 +440,18 @@ func methodSpec(m string) (*spec, error) {
 				return &lora.Config{R: 16, LoraAlpha: 32, TargetModules: lora.Regex("all-linear"), ModulesToSave_: []string{"norm"}}
 			},
 			estimate: peft.MemoryOptions{Method: "lora", R: 16, TargetModules: []string{"all-linear"}}}, nil
+	case "adalora":
+		// LoRA's spec with SVD-form layers: rank 16 everywhere at first,
+		// 8 on average after the budget phase (the middle 70% of the run)
+		return &spec{label: "AdaLoRA", name: "AdaLoRA (r 16 → 8, all linear; norms)", lr: 3e-3, epochs: tuneEpochs,
+			configSteps: func(steps int) peft.Config {
+				c := adalora.NewConfig(steps)
+				c.InitR, c.TargetR, c.LoraAlpha = 16, 8, 32
+				c.Tinit, c.Tfinal = steps/10, steps/5
+				c.TargetModules, c.ModulesToSave_ = peft.TargetRegex("all-linear"), []string{"norm"}
+				return c
+			},
+			estimate: peft.MemoryOptions{Method: "adalora", R: 16, TargetModules: []string{"all-linear"}}}, nil
 	case "ia3":
 		return &spec{label: "IA3", name: "IA3", lr: 1e-2, epochs: tuneEpochs, config: func() peft.Config { return &ia3.Config{} },
 			estimate: peft.MemoryOptions{Method: "ia3"}}, nil
@@ -517,6 +534,10 @@ func tune(method, cache, out string, fresh func() (*llama.Model, error), ev *eva
 	}
 	var model train.Model = base
 	var pm *peft.Model
+	if sp.configSteps != nil {
+		c := sp.configSteps((trainSet.Len() + tuneBatch - 1) / tuneBatch * sp.epochs)
+		sp.config = func() peft.Config { return c }
+	}
 	if sp.config != nil {
 		peft.SetSeed(Seed) // the adapter's initialisation (libtorch seeds itself from the OS otherwise)
 		if pm, err = peft.New(base, sp.config()); err != nil {

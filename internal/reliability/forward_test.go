@@ -14,6 +14,7 @@ import (
 	_ "github.com/gopeft/peft/boft"
 	_ "github.com/gopeft/peft/fourierft"
 	_ "github.com/gopeft/peft/hra"
+	_ "github.com/gopeft/peft/adalora"
 	_ "github.com/gopeft/peft/ia3"
 	_ "github.com/gopeft/peft/lntuning"
 	_ "github.com/gopeft/peft/lora"
@@ -44,6 +45,7 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 	}
 	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj",
 		"oft", "boft", "hra", "vera", "fourierft", "ln-tuning"} {
+	for _, adapter := range []string{"lora-default", "ia3", "adalora", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj"} {
 		t.Run(adapter, func(t *testing.T) {
 			base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 			require.NoError(t, err)
