@@ -68,13 +68,21 @@ func (m *Model) SaveAdapter(dir, name string) error {
 			return err
 		}
 	}
+	return WriteAdapter(dir, cfg, state)
+}
+
+// WriteAdapter writes an adapter folder as SaveAdapter does (files
+// replaced atomically): cfg as adapter_config.json and state, under its
+// names, as adapter_model.safetensors. Methods use it to save a state they
+// compute (lora.SaveConverted).
+func WriteAdapter(dir string, cfg Config, state []nn.NamedParam) error {
 	tensors, err := nn.StateTensors(state, "")
 	if err != nil {
-		return fmt.Errorf("peft: save %q: %w", name, err)
+		return fmt.Errorf("peft: save %s: %w", dir, err)
 	}
 	js, err := cfg.MarshalJSON()
 	if err != nil {
-		return fmt.Errorf("peft: save %q config: %w", name, err)
+		return fmt.Errorf("peft: save %s config: %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("peft: %w", err)
