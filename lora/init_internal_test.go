@@ -1,0 +1,123 @@
+package lora
+
+import (
+	"math"
+	"math/rand"
+	"testing"
+
+	"github.com/gopeft/peft/nn/quant"
+	"github.com/gopeft/peft/tensor"
+	"github.com/stretchr/testify/require"
+)
+
+// PEFT's NFQuantizer builds its 4-bit table the way bitsandbytes built its
+// NF4 table: the values are the same float32 numbers.
+func TestNFTableIsNF4(t *testing.T) {
+	require.Equal(t, quant.Codebook(quant.NF4), nfTable(4))
+	for _, bits := range []int{2, 8} {
+		tb := nfTable(bits)
+		require.Len(t, tb, 1<<bits)
+		require.Equal(t, float32(-1), tb[0])
+		require.Equal(t, float32(1), tb[len(tb)-1])
+		require.Equal(t, float32(0), tb[(1<<bits)/2-1], "exact zero; one more positive value than negative")
+		for i := 1; i < len(tb); i++ {
+			require.Less(t, tb[i-1], tb[i])
+		}
+	}
+}
+
+// nfQuantDequant against a plain-Go NFQuantizer: per block of 64 the
+// absmax, x/absmax in float32, the first nearest table value, value·absmax.
+func TestNFQuantDequantIndependent(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	const rows, cols = 24, 40 // 960 = 15 blocks
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64() * 0.02)
+	}
+	for i := 0; i < 64; i++ {
+		w[128+i] = 0 // a block of zeros: NaN codes in PEFT, then code 0
+	}
+	w[300] = 1e-30 // a tiny outlier
+	for _, bits := range []int{2, 4, 8} {
+		tb := nfTable(bits)
+		want := make([]float32, len(w))
+		for b := 0; b < len(w); b += 64 {
+			var mx float32
+			for _, v := range w[b : b+64] {
+				mx = max(mx, float32(math.Abs(float64(v))))
+			}
+			for i, v := range w[b : b+64] {
+				x := v / mx
+				best, bi := float32(math.Inf(1)), 0
+				if x != x { // NaN: torch.argmin returns the first NaN's index
+					best = 0
+				}
+				for j, c := range tb {
+					if d := float32(math.Abs(float64(x - c))); d < best {
+						best, bi = d, j
+					}
+				}
+				want[b+i] = tb[bi] * mx
+			}
+		}
+		s := tensor.NoGradScope()
+		q, err := nfQuantDequant(s, s.FromFloat32(w, rows, cols), bits)
+		require.NoError(t, err)
+		got := s.Float32s(q)
+		s.Close()
+		for i := range want {
+			require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "bits %d element %d: %v vs %v", bits, i, want[i], got[i])
+		}
+	}
+	s := tensor.NoGradScope()
+	defer s.Close()
+	_, err := nfQuantDequant(s, s.Zeros(tensor.Float32, 3, 7), 4)
+	require.ErrorContains(t, err, "not a multiple of the block size 64")
+}
+
+// svdLowRank finds the leading singular triplets of a matrix with a clear
+// spectral gap (both orientations), as torch.svd_lowrank does.
+func TestSVDLowRank(t *testing.T) {
+	for _, shape := range [][2]int64{{48, 30}, {20, 56}} {
+		s := tensor.NoGradScope()
+		m, n := shape[0], shape[1]
+		k := min(m, n)
+		u, _ := s.QR(s.Randn(tensor.Float32, m, k))
+		v, _ := s.QR(s.Randn(tensor.Float32, n, k))
+		sv := make([]float32, k)
+		for i := range sv {
+			sv[i] = float32(10 * math.Pow(0.5, float64(i)))
+		}
+		a := s.Matmul(s.Mul(u, s.Unsqueeze(s.FromFloat32(sv, k), 0)), s.Transpose(v, 0, 1))
+		lu, ls, lv := svdLowRank(s, a, 4, 6)
+		require.Equal(t, []int64{m, 4}, lu.Shape())
+		require.Equal(t, []int64{n, 4}, lv.Shape())
+		got := s.Float32s(ls)
+		for i := 0; i < 4; i++ {
+			require.InDelta(t, sv[i], got[i], 1e-3*float64(sv[i]))
+		}
+		// the rank-4 approximation is the best one
+		approx := s.Matmul(s.Mul(lu, s.Unsqueeze(ls, 0)), s.Transpose(lv, 0, 1))
+		best := s.Matmul(s.Mul(s.Narrow(u, 1, 0, 4), s.Unsqueeze(s.FromFloat32(sv[:4], 4), 0)), s.Transpose(s.Narrow(v, 1, 0, 4), 0, 1))
+		d := s.Float32s(s.Amax(s.Abs(s.Sub(approx, best)), false, 0, 1))
+		require.NoError(t, s.Err())
+		require.Less(t, d[0], float32(1e-3))
+		s.Close()
+	}
+}
+
+func TestParseInit(t *testing.T) {
+	for v, want := range map[string]string{"true": initKaiming, "": initKaiming, "false": initFalse, "gaussian": initGaussian,
+		"pissa": initPiSSA, "pissa_niter_4": initPiSSA, "olora": initOLoRA, "OLoRA": initOLoRA, "loftq": initLoftQ} {
+		k, _, err := parseInit(v)
+		require.NoError(t, err, v)
+		require.Equal(t, want, k, v)
+	}
+	_, n, _ := parseInit("pissa_niter_16")
+	require.Equal(t, 16, n)
+	for _, v := range []string{"pissa_niter_", "pissa_niter_-1", "pissa_niter_x", "Pissa", "eva", "corda"} {
+		_, _, err := parseInit(v)
+		require.ErrorContains(t, err, "init_lora_weights", v)
+	}
+}
