@@ -141,27 +141,33 @@ func (l *Linear) dataInit(s *tensor.Scope, kind string, niter, r int, scaling fl
 	return a, b, nil
 }
 
-// svdLowRank is torch.svd_lowrank(a, q, niter) for a 2-D float tensor
-// (Halko et al. 2009, algorithm 5.1): a ≈ u·diag(sv)·vᵀ with u [m, q],
-// sv [q], v [n, q]. The Gaussian start comes from libtorch's generator
-// (peft.Seed / torch.manual_seed make it repeatable).
+// svdLowRank is torch.svd_lowrank(a, q, niter) for a 2-D float tensor a
+// [m, n] as torch 1.13 computes it (Halko et al. 2009, algorithm 5.1):
+// a ≈ u·diag(sv)·vᵀ with u [m, q], sv [q], v [n, q]. The Gaussian start
+// comes from libtorch's generator (peft.SetSeed makes it repeatable).
 func svdLowRank(s *tensor.Scope, a *tensor.T, q int64, niter int) (u, sv, v *tensor.T) {
 	sh := a.Shape()
-	wide := sh[0] < sh[1]
-	if wide { // work on the tall one
-		a = s.Transpose(a, 0, 1)
-	}
+	m, n := sh[0], sh[1]
 	at := s.Transpose(a, 0, 1)
+	if m < n || n > q { // the basis of aᵀ: B stays [m, q]
+		qm := approximateBasis(s, at, a, q, niter) // [n, q]
+		uu, ss, vh := s.SVD(s.Matmul(a, qm))
+		return uu, ss, s.Matmul(qm, s.Transpose(vh, 0, 1))
+	}
+	qm := approximateBasis(s, a, at, q, niter) // [m, q]
+	uu, ss, vh := s.SVD(s.Transpose(s.Matmul(at, qm), 0, 1))
+	return s.Matmul(qm, uu), ss, s.Transpose(vh, 0, 1)
+}
+
+// approximateBasis is torch's get_approximate_basis: q orthonormal columns
+// Q with Q·Qᵀ·a ≈ a, from a Gaussian start and niter subspace iterations
+// (aT is aᵀ).
+func approximateBasis(s *tensor.Scope, a, aT *tensor.T, q int64, niter int) *tensor.T {
 	basis := func(x *tensor.T) *tensor.T { qq, _ := s.QR(x); return qq }
 	qm := basis(s.Matmul(a, s.Randn(tensor.Float32, a.Shape()[1], q)))
 	for i := 0; i < niter; i++ {
-		qm = basis(s.Matmul(at, qm))
+		qm = basis(s.Matmul(aT, qm))
 		qm = basis(s.Matmul(a, qm))
 	}
-	uu, ss, vh := s.SVD(s.Matmul(s.Transpose(qm, 0, 1), a))
-	u, sv, v = s.Matmul(qm, uu), ss, s.Transpose(vh, 0, 1)
-	if wide {
-		u, v = v, u
-	}
-	return u, sv, v
+	return qm
 }
