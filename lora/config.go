@@ -419,6 +419,7 @@ func (m OrderedMap) Lookup(name string) (float64, bool) {
 // (2, 4 or 8; 0 means 4) and the number of alternating
 // quantise/low-rank iterations (0 means 1) of init_lora_weights "loftq".
 // Fields left 0 are not written, as PEFT writes the dict it was given.
+// A plain value: safe for concurrent reads.
 type LoftQConfig struct {
 	LoftQBits int `json:"loftq_bits"`
 	LoftQIter int `json:"loftq_iter"`

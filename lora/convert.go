@@ -28,7 +28,8 @@ import (
 // modules_to_save) are written unchanged (PEFT 0.13 drops them). DoRA
 // adapters (not linear in B·A) and rsLoRA with rank_pattern/alpha_pattern
 // (PEFT refuses it too) are refused; an adapter of another init is
-// converted with a warning, as PEFT does.
+// converted with a warning, as PEFT does. It reads m and must not run
+// while m is being changed (like Model.Save).
 func SaveConverted(m *peft.Model, dir, name, initialDir string) error {
 	pc, ok := m.Config(name)
 	if !ok {

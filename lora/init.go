@@ -73,13 +73,6 @@ func parseInit(v string) (kind string, niter int, err error) {
 	return "", 0, fmt.Errorf("field \"init_lora_weights\": %s is not supported (true, false, \"gaussian\", \"pissa\", \"pissa_niter_<N>\", \"olora\", \"loftq\")", v)
 }
 
-// IsDataInit reports whether init_lora_weights is one of the inits that
-// read and rewrite the base weight (pissa, pissa_niter_N, olora, loftq).
-func (c *Config) IsDataInit() bool {
-	k, _, err := parseInit(c.InitLoraWeights.Value)
-	return err == nil && (k == initPiSSA || k == initOLoRA || k == initLoftQ)
-}
-
 // dataInit runs a data-dependent init for adapter name: it returns A
 // [r, in] and B [out, r] (float32) and replaces the base weight. It is
 // called by addAdapter before the adapter's parameters are set.

@@ -143,3 +143,16 @@ func TestDataInitErrors(t *testing.T) {
 		require.ErrorContains(t, err, want, js)
 	}
 }
+
+// DoRA on a PiSSA init: the magnitude is ‖W_res + s·B·A‖ = ‖W‖ per row, so
+// the model starts at the base's logits (PEFT's dora_init runs after the
+// init too).
+func TestPiSSAWithDoRAStartsAtBase(t *testing.T) {
+	base, err := llama.Load(filepath.Join(fixtures(t), "llama-tiny"))
+	require.NoError(t, err)
+	want := testutil.IDsLogits(t, base, initIDs, 2)
+	m, err := lora.Wrap(base, &lora.Config{R: 4, LoraAlpha: 8, UseDoRA: true, InitLoraWeights: lora.Init{Value: "pissa"}})
+	require.NoError(t, err)
+	defer nn.FreeParams(m)
+	require.LessOrEqual(t, testutil.MaxDiff(testutil.IDsLogits(t, m, initIDs, 2), want), 1e-4)
+}

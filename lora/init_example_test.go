@@ -1,6 +1,7 @@
 package lora_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -48,4 +49,29 @@ func ExampleSaveConverted() {
 	fmt.Println(cfg.R, cfg.LoraAlpha, cfg.InitLoraWeights.Value)
 	// Output:
 	// 8 16 true
+}
+
+// LoftQ: the wrapped layers' weights become their 4-bit NF quantisation and
+// A, B start at a rank-r fit of the quantisation error.
+func ExampleLoftQConfig() {
+	base, err := llama.Load("../testdata/hf/llama-tiny")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	model, err := lora.Wrap(base, &lora.Config{R: 4, LoraAlpha: 8, InitLoraWeights: lora.Init{Value: "loftq"},
+		LoftQConfig: &lora.LoftQConfig{LoftQBits: 4, LoftQIter: 2}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	model.PrintTrainableParameters()
+	cfg, _ := model.Config(peft.DefaultAdapter)
+	js, _ := cfg.MarshalJSON() // adapter_config.json as Save writes it
+	var saved map[string]any
+	_ = json.Unmarshal(js, &saved)
+	fmt.Println(saved["init_lora_weights"], saved["loftq_config"])
+	// Output:
+	// trainable params: 1,792 || all params: 141,376 || trainable%: 1.2675
+	// loftq map[loftq_bits:4 loftq_iter:2]
 }
