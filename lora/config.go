@@ -142,11 +142,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("field \"bias\": %q is not one of none, all, lora_only", c.Bias)
 	}
-	if _, _, err := parseInit(c.InitLoraWeights.Value); err != nil {
+	kind, _, err := parseInit(c.InitLoraWeights.Value)
+	if err != nil {
 		return err
 	}
-	if err := c.LoftQConfig.validate(); err != nil {
-		return err
+	if kind == initLoftQ { // PEFT reads loftq_config for this init only
+		if err := c.LoftQConfig.validate(); err != nil {
+			return err
+		}
 	}
 	if c.TargetModules.Regex != "" && (len(c.LayersToTransform) > 0 || len(c.LayersPattern) > 0) {
 		return fmt.Errorf("fields \"layers_to_transform\"/\"layers_pattern\" need a list \"target_modules\", not a regex")

@@ -34,44 +34,49 @@ func TestNFTableIsNF4(t *testing.T) {
 // absmax, x/absmax in float32, the first nearest table value, value·absmax.
 func TestNFQuantDequantIndependent(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
-	const rows, cols = 24, 40 // 960 = 15 blocks
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64() * 0.02)
-	}
-	for i := 0; i < 64; i++ {
-		w[128+i] = 0 // a block of zeros: NaN codes in PEFT, then code 0
-	}
-	w[300] = 1e-30 // a tiny outlier
-	for _, bits := range []int{2, 4, 8} {
-		tb := nfTable(bits)
-		want := make([]float32, len(w))
-		for b := 0; b < len(w); b += 64 {
-			var mx float32
-			for _, v := range w[b : b+64] {
-				mx = max(mx, float32(math.Abs(float64(v))))
-			}
-			for i, v := range w[b : b+64] {
-				x := v / mx
-				best, bi := float32(math.Inf(1)), 0
-				if x != x { // NaN: torch.argmin returns the first NaN's index
-					best = 0
-				}
-				for j, c := range tb {
-					if d := float32(math.Abs(float64(x - c))); d < best {
-						best, bi = d, j
-					}
-				}
-				want[b+i] = tb[bi] * mx
-			}
+	// the second size takes several chunks of the nearest-value search
+	for _, shape := range [][2]int{{24, 40}, {512, 520}} {
+		rows, cols := shape[0], shape[1]
+		w := make([]float32, rows*cols)
+		for i := range w {
+			w[i] = float32(rng.NormFloat64() * 0.02)
 		}
-		s := tensor.NoGradScope()
-		q, err := nfQuantDequant(s, s.FromFloat32(w, rows, cols), bits)
-		require.NoError(t, err)
-		got := s.Float32s(q)
-		s.Close()
-		for i := range want {
-			require.Equal(t, math.Float32bits(want[i]), math.Float32bits(got[i]), "bits %d element %d: %v vs %v", bits, i, want[i], got[i])
+		for i := 0; i < 64; i++ {
+			w[128+i] = 0 // a block of zeros: NaN codes in PEFT, then code 0
+		}
+		w[300] = 1e-30 // a tiny outlier
+		for _, bits := range []int{2, 4, 8} {
+			tb := nfTable(bits)
+			want := make([]float32, len(w))
+			for b := 0; b < len(w); b += 64 {
+				var mx float32
+				for _, v := range w[b : b+64] {
+					mx = max(mx, float32(math.Abs(float64(v))))
+				}
+				for i, v := range w[b : b+64] {
+					x := v / mx
+					best, bi := float32(math.Inf(1)), 0
+					if x != x { // NaN: torch.argmin returns the first NaN's index
+						best = 0
+					}
+					for j, c := range tb {
+						if d := float32(math.Abs(float64(x - c))); d < best {
+							best, bi = d, j
+						}
+					}
+					want[b+i] = tb[bi] * mx
+				}
+			}
+			s := tensor.NoGradScope()
+			q, err := nfQuantDequant(s, s.FromFloat32(w, int64(rows), int64(cols)), bits)
+			require.NoError(t, err)
+			got := s.Float32s(q)
+			s.Close()
+			for i := range want {
+				if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
+					t.Fatalf("%dx%d bits %d element %d: %v vs %v", rows, cols, bits, i, want[i], got[i])
+				}
+			}
 		}
 	}
 	s := tensor.NoGradScope()

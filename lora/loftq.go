@@ -119,6 +119,12 @@ func nfQuantDequant(s *tensor.Scope, w *tensor.T, bits int) (*tensor.T, error) {
 		s.FreeSince(mark, idx)
 		parts = append(parts, idx)
 	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("LoftQ: weight of shape %v is empty", sh)
+	}
 	idx := parts[0]
 	if len(parts) > 1 {
 		idx = s.Cat(0, parts...)
