@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/gopeft/peft/nn/quant"
@@ -166,5 +167,37 @@ func TestSVDLowRankMatchesTorch(t *testing.T) {
 			}
 			require.LessOrEqual(t, d, 1e-5, "case %dx%d q %d niter %d, output %d", c.M, c.N, c.Q, c.Niter, i)
 		}
+	}
+}
+
+// linspace32 and the NF tables are torch's and PEFT's to the bit
+// (testdata/reference/nf_table_reference.py: torch 1.13's linspace, scipy's
+// normal quantiles).
+func TestNFTablesMatchTorch(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "testdata", "reference", "nf_table_golden.json"))
+	require.NoError(t, err)
+	var g struct {
+		Linspace map[string][]uint32
+		Tables   map[string][]uint32
+	}
+	require.NoError(t, json.Unmarshal(raw, &g))
+	require.Len(t, g.Linspace, 14)
+	bitsOf := func(v []float32) []uint32 {
+		out := make([]uint32, len(v))
+		for i, x := range v {
+			out[i] = math.Float32bits(x)
+		}
+		return out
+	}
+	for n, want := range g.Linspace {
+		steps, err := strconv.Atoi(n)
+		require.NoError(t, err)
+		require.Equal(t, want, bitsOf(linspace32(nfOffset, 0.5, steps)), "linspace of %d", steps)
+	}
+	require.Len(t, g.Tables, 3)
+	for b, want := range g.Tables {
+		bits, err := strconv.Atoi(b)
+		require.NoError(t, err)
+		require.Equal(t, want, bitsOf(nfTable(bits)), "%d-bit table", bits)
 	}
 }

@@ -72,16 +72,37 @@ func nfTable(bits int) []float32 {
 // normalQuantile is the standard normal's inverse CDF (scipy's norm.ppf).
 func normalQuantile(p float64) float64 { return math.Sqrt2 * math.Erfinv(2*p-1) }
 
-// linspace32 is torch.linspace(start, end, steps) in float32 as the CPU
-// kernel computes it element by element: the first half from start, the
-// second from end. (For tables of more than 16 entries — 8 bits — torch's
-// vectorised kernel computes some elements differently, so an 8-bit table
-// may differ from PEFT's in the last bits of a few values.)
+// linspace32 is torch.linspace(start, end, steps) in float32 as libtorch
+// 1.13's CPU kernel computes it with its AVX2 kernels (the x86 build the
+// fixtures come from): element i is start + step·i below steps/2 and
+// end − step·(steps−1−i) above, except that runs of 16 elements are filled
+// 8 at a time as base + k·step, base being computed with a fused
+// multiply-add. Tables of up to 16 entries (2 and 4 bits) only take the
+// element-wise path; the 8-bit table depends on these details (linspace32
+// and the three tables are checked bit for bit against torch and scipy in
+// TestNFTablesMatchTorch), and a PEFT on torch's AVX-512 kernels would
+// compute a few 8-bit values differently.
 func linspace32(start, end float32, steps int) []float32 {
 	step := (end - start) / float32(steps-1)
 	out := make([]float32, steps)
-	for i := range out {
-		if i < steps/2 {
+	half := steps / 2
+	const vec = 8 // Vectorized<float>::size() with AVX2
+	i := 0
+	for ; i+2*vec <= steps; i += 2 * vec {
+		for j := i; j < i+2*vec; j += vec {
+			var base float32
+			if j < half {
+				base = float32(math.FMA(float64(step), float64(j), float64(start)))
+			} else {
+				base = float32(math.FMA(-float64(step), float64(steps-j-1), float64(end)))
+			}
+			for k := 0; k < vec; k++ {
+				out[j+k] = base + float32(float32(k)*step)
+			}
+		}
+	}
+	for ; i < steps; i++ {
+		if i < half {
 			out[i] = start + float32(step*float32(i))
 		} else {
 			out[i] = end - float32(step*float32(steps-i-1))
