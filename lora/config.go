@@ -51,9 +51,16 @@ type Config struct {
 	ModulesToSave_ []string `json:"modules_to_save"`
 	// InitLoraWeights chooses A's initialisation: true (Kaiming-uniform A,
 	// zero B: the wrapped model starts equal to the base), "gaussian"
-	// (normal A scaled by 1/r, zero B) or false (random A and B: a test
-	// setting).
+	// (normal A scaled by 1/r, zero B), false (random A and B: a test
+	// setting), or one of the inits that read the base weight and rewrite
+	// it (see init.go): "pissa" (principal singular vectors; the base
+	// becomes the residual), "pissa_niter_<N>" (the same by randomized SVD
+	// with N subspace iterations), "olora" (QR) or "loftq" (quantised base
+	// plus a low-rank correction, with LoftQConfig).
 	InitLoraWeights Init `json:"init_lora_weights"`
+	// LoftQConfig is loftq_config, LoftQ's settings for init_lora_weights
+	// "loftq"; nil (PEFT's {}) means 4 bits and 1 iteration.
+	LoftQConfig *LoftQConfig `json:"loftq_config"`
 	// LayersToTransform keeps only the modules in these layer indices (with
 	// a list TargetModules).
 	LayersToTransform IntList `json:"layers_to_transform"`
@@ -135,10 +142,14 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("field \"bias\": %q is not one of none, all, lora_only", c.Bias)
 	}
-	switch c.InitLoraWeights.Value {
-	case "true", "false", "gaussian":
-	default:
-		return fmt.Errorf("field \"init_lora_weights\": %s is not supported (true, false, \"gaussian\")", c.InitLoraWeights.Value)
+	kind, _, err := parseInit(c.InitLoraWeights.Value)
+	if err != nil {
+		return err
+	}
+	if kind == initLoftQ { // PEFT reads loftq_config for this init only
+		if err := c.LoftQConfig.validate(); err != nil {
+			return err
+		}
 	}
 	if c.TargetModules.Regex != "" && (len(c.LayersToTransform) > 0 || len(c.LayersPattern) > 0) {
 		return fmt.Errorf("fields \"layers_to_transform\"/\"layers_pattern\" need a list \"target_modules\", not a regex")
@@ -227,6 +238,11 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		set("modules_to_save", nil)
 	}
 	set("init_lora_weights", c.InitLoraWeights)
+	if c.LoftQConfig != nil {
+		set("loftq_config", c.LoftQConfig)
+	} else {
+		set("loftq_config", map[string]any{})
+	}
 	set("layers_to_transform", c.LayersToTransform)
 	set("layers_pattern", c.LayersPattern)
 	set("rank_pattern", c.RankPattern)
@@ -261,8 +277,9 @@ func List(names ...string) Targets { return peft.TargetList(names...) }
 // Regex makes regex targets (matched against the whole module path).
 func Regex(pattern string) Targets { return peft.TargetRegex(pattern) }
 
-// Init is init_lora_weights: true, false or "gaussian" (Value holds the JSON
-// text: "true", "false", "gaussian").
+// Init is init_lora_weights: true, false or a string ("gaussian", "pissa",
+// "pissa_niter_<N>", "olora", "loftq"); Value holds the JSON boolean's text
+// ("true", "false") or the string.
 type Init struct{ Value string }
 
 func (i Init) MarshalJSON() ([]byte, error) {
@@ -399,4 +416,50 @@ func (m OrderedMap) Lookup(name string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// LoftQConfig is PEFT's LoftQConfig (loftq_config): the quantisation bits
+// (2, 4 or 8; 0 means 4) and the number of alternating
+// quantise/low-rank iterations (0 means 1) of init_lora_weights "loftq".
+// Fields left 0 are not written, as PEFT writes the dict it was given.
+// A plain value: safe for concurrent reads.
+type LoftQConfig struct {
+	LoftQBits int `json:"loftq_bits"`
+	LoftQIter int `json:"loftq_iter"`
+}
+
+func (c *LoftQConfig) MarshalJSON() ([]byte, error) {
+	out := map[string]int{}
+	if c.LoftQBits != 0 {
+		out["loftq_bits"] = c.LoftQBits
+	}
+	if c.LoftQIter != 0 {
+		out["loftq_iter"] = c.LoftQIter
+	}
+	return json.Marshal(out)
+}
+
+// bitsIter is the bits and iterations with PEFT's defaults (4, 1).
+func (c *LoftQConfig) bitsIter() (bits, iter int) {
+	bits, iter = 4, 1
+	if c != nil && c.LoftQBits != 0 {
+		bits = c.LoftQBits
+	}
+	if c != nil && c.LoftQIter != 0 {
+		iter = c.LoftQIter
+	}
+	return bits, iter
+}
+
+func (c *LoftQConfig) validate() error {
+	bits, iter := c.bitsIter()
+	switch bits {
+	case 2, 4, 8:
+	default:
+		return fmt.Errorf("field \"loftq_config\": loftq_bits must be 2, 4 or 8, got %d", bits)
+	}
+	if iter <= 0 {
+		return fmt.Errorf("field \"loftq_config\": loftq_iter must be positive, got %d", iter)
+	}
+	return nil
 }

@@ -30,6 +30,13 @@ func newEmbedding(base *nn.Embedding) *Embedding {
 }
 
 func (e *Embedding) addAdapter(name string, r int, alpha float64, cfg *Config) error {
+	// PEFT's Embedding runs its usual init for pissa/olora (they read no
+	// weight there) and breaks on loftq (it sets .weight on a Parameter)
+	if kind, _, err := parseInit(cfg.InitLoraWeights.Value); err != nil {
+		return err
+	} else if kind == initLoftQ {
+		return fmt.Errorf("init_lora_weights \"loftq\" on an Embedding is not supported")
+	}
 	sh := e.Base.Weight.Shape()
 	num, dim := sh[0], sh[1]
 	s := tensor.NoGradScope()

@@ -92,19 +92,27 @@ func (l *Linear) addAdapter(name string, r int, alpha float64, cfg *Config) erro
 	in, out := l.inOut()
 	s := tensor.NoGradScope()
 	defer s.Close()
+	kind, niter, err := parseInit(cfg.InitLoraWeights.Value)
+	if err != nil {
+		return err
+	}
 	var a, b *tensor.T
-	switch cfg.InitLoraWeights.Value {
-	case "", "true": // kaiming_uniform(a=√5): U(±1/√in); B = 0
+	switch kind {
+	case initKaiming: // kaiming_uniform(a=√5): U(±1/√in); B = 0
 		bound := 1 / math.Sqrt(float64(in))
 		a = s.Uniform(tensor.Float32, -bound, bound, int64(r), in)
 		b = s.Zeros(tensor.Float32, out, int64(r))
-	case "gaussian":
+	case initGaussian:
 		a = s.MulScalar(s.Randn(tensor.Float32, int64(r), in), 1/float64(r))
 		b = s.Zeros(tensor.Float32, out, int64(r))
-	case "false": // nn.Linear's own init for both
+	case initFalse: // nn.Linear's own init for both
 		ba, bb := 1/math.Sqrt(float64(in)), 1/math.Sqrt(float64(r))
 		a = s.Uniform(tensor.Float32, -ba, ba, int64(r), in)
 		b = s.Uniform(tensor.Float32, -bb, bb, out, int64(r))
+	default: // pissa, olora, loftq: from the base weight, which they rewrite (init.go)
+		if a, b, err = l.dataInit(s, kind, niter, r, cfg.Scaling(r, alpha), cfg); err != nil {
+			return err
+		}
 	}
 	if err := s.Err(); err != nil {
 		return err

@@ -9,6 +9,11 @@
 //
 // Adapters are read and written in PEFT's format (see package peft), so
 // an adapter trained with Python PEFT loads here and the other way round.
+//
+// init_lora_weights also takes PEFT's data-dependent inits, which read the
+// base weight and rewrite it: "pissa" / "pissa_niter_N", "olora" and
+// "loftq" (see init.go and loftq.go); SaveConverted turns a trained
+// PiSSA/OLoRA adapter into a plain LoRA for the original base.
 package lora
 
 import (

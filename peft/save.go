@@ -84,18 +84,32 @@ func (m *Model) saveAdapter(dir, name string) error {
 			return err
 		}
 	}
+	return writeAdapter(dir, name, cfg, state)
+}
+
+// WriteAdapter writes an adapter folder as SaveAdapter does (files
+// replaced atomically): cfg as adapter_config.json and state, under its
+// names, as adapter_model.safetensors. Methods use it to save a state they
+// compute (lora.SaveConverted).
+func WriteAdapter(dir string, cfg Config, state []nn.NamedParam) error {
+	return writeAdapter(dir, "", cfg, state)
+}
+
+// writeAdapter is WriteAdapter; with the adapter's name, a StateFilter
+// config first cuts the tensors (AdaLoRA's kept ranks).
+func writeAdapter(dir, name string, cfg Config, state []nn.NamedParam) error {
 	tensors, err := nn.StateTensors(state, "")
 	if err != nil {
-		return fmt.Errorf("peft: save %q: %w", name, err)
+		return fmt.Errorf("peft: save %s: %w", dir, err)
 	}
-	if f, ok := cfg.(StateFilter); ok {
+	if f, ok := cfg.(StateFilter); ok && name != "" {
 		if tensors, err = f.SaveTensors(name, tensors); err != nil {
 			return fmt.Errorf("peft: save %q: %w", name, err)
 		}
 	}
 	js, err := cfg.MarshalJSON()
 	if err != nil {
-		return fmt.Errorf("peft: save %q config: %w", name, err)
+		return fmt.Errorf("peft: save %s config: %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("peft: %w", err)
