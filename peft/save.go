@@ -61,7 +61,7 @@ func (m *Model) SaveAdapter(dir, name string) error {
 		if owned {
 			defer p.Free()
 		}
-		state = append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptHeadState(name)...)
+		state = append(append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptTaskState(name)...), m.promptHeadState(name)...)
 	} else {
 		var err error
 		if state, err = m.AdapterStateDict(name); err != nil {
@@ -186,7 +186,8 @@ func (m *Model) AdapterStateDict(name string) ([]nn.NamedParam, error) {
 		if err != nil {
 			return nil, err
 		}
-		return append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptHeadState(name)...), nil
+		out := append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptTaskState(name)...)
+		return append(out, m.promptHeadState(name)...), nil
 	}
 	var out []nn.NamedParam
 	seen := map[string]bool{}
