@@ -21,7 +21,9 @@ import (
 	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/peft"
 	_ "github.com/gopeft/peft/prefix" // PREFIX_TUNING
-	_ "github.com/gopeft/peft/prompt" // PROMPT_TUNING, P_TUNING
+	_ "github.com/gopeft/peft/prompt" // PROMPT_TUNING, P_TUNING, MULTITASK_PROMPT_TUNING
+
+	_ "github.com/gopeft/peft/adaptionprompt" // ADAPTION_PROMPT
 )
 
 // Load wraps base with the adapter saved in dir, whatever its method (the
