@@ -237,7 +237,9 @@ func (m *ModelShape) Params() int64 {
 type MemoryOptions struct {
 	// Method is "full", "lora", "qlora" (LoRA on a 4-bit NF4 base),
 	// "ia3", "prompt" (prompt tuning), "prefix" (prefix tuning without
-	// projection), "adapter" (Houlsby bottleneck), "bitfit" or "freeze".
+	// projection), "adapter" (Houlsby bottleneck), "bitfit", "freeze",
+	// "adaption-prompt" (LLaMA-Adapter) or "multitask-prompt" (multitask
+	// prompt tuning).
 	Method string
 	// R is LoRA's rank [8]; TargetModules its (or IA3's) modules [PEFT's
 	// defaults for the model type]; "all-linear" targets every Linear of
@@ -250,6 +252,12 @@ type MemoryOptions struct {
 	ReductionFactor int
 	// TrainableLayers for freeze tuning: the last n layers train [2].
 	TrainableLayers int
+	// AdapterLen and AdapterLayers for "adaption-prompt": prompt tokens
+	// per layer [10] and how many top layers get them [all].
+	AdapterLen, AdapterLayers int
+	// NumTasks and NumRanks for "multitask-prompt" (with
+	// NumVirtualTokens) [1, 1].
+	NumTasks, NumRanks int
 	// Batch and Seq size the activations [1, 512].
 	Batch, Seq int64
 	// DType of weights and activations: "fp32", "fp16" or "bf16"
@@ -309,7 +317,8 @@ type MemoryEstimate struct {
 }
 
 // Methods lists the methods EstimateMemory knows.
-var Methods = []string{"full", "lora", "qlora", "ia3", "prompt", "prefix", "adapter", "bitfit", "freeze"}
+var Methods = []string{"full", "lora", "qlora", "ia3", "prompt", "prefix", "adapter", "bitfit", "freeze",
+	"adaption-prompt", "multitask-prompt"}
 
 // defaultTargets are PEFT's default target modules by model type (its
 // TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING and IA3's mappings).
@@ -510,6 +519,21 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 	case "freeze":
 		n := min(int64(o.TrainableLayers), L)
 		baseTrain = n * layerTotal
+	case "adaption-prompt": // per wrapped layer: adaption_prompt [1, len, h] and adaption_gate [1]
+		if m.ModelType != "llama" && m.ModelType != "mistral" {
+			return nil, fmt.Errorf("peft: estimate: adaption prompt supports llama and mistral models (PEFT's list), not %s", m.ModelType)
+		}
+		n, a := L, int64(10)
+		if o.AdapterLayers > 0 {
+			n = min(int64(o.AdapterLayers), L)
+		}
+		if o.AdapterLen > 0 {
+			a = int64(o.AdapterLen)
+		}
+		added = n * (a*h + 1)
+	case "multitask-prompt": // the shared table [P, h], prefix_task_cols [T, P, R], prefix_task_rows [T, R, h]
+		t, r, p := int64(max(o.NumTasks, 1)), int64(max(o.NumRanks, 1)), int64(o.NumVirtualTokens)
+		added = p*h + t*p*r + t*r*h
 	default:
 		return nil, fmt.Errorf("peft: estimate: unknown method %q (%s)", o.Method, strings.Join(Methods, ", "))
 	}
