@@ -124,6 +124,7 @@ func idsBatch(s *tensor.Scope) *models.Batch {
 // A few AdamW steps change only the prompts and gates (of the top layer
 // only, with adapter_layers 1) and lower the loss.
 func TestTraining(t *testing.T) {
+	tensor.ManualSeed(1)
 	m, err := peft.New(loadLlama(t), &adaptionprompt.Config{AdapterLen: 4, AdapterLayers: 1})
 	require.NoError(t, err)
 	var names []string

@@ -33,7 +33,8 @@ type AttentionWrapper interface {
 // AttentionState is what an attention pass exposes to an AttentionWrapper:
 // its input, its query states as scored against the keys, the head
 // geometry, and its own projections (which may themselves be wrapped by
-// other methods' layers). Its tensors belong to the pass's scope.
+// other methods' layers). Its tensors belong to the pass's scope; it is a
+// plain value of one pass, read by one goroutine.
 type AttentionState struct {
 	// Hidden is the attention's input [B, L, hidden].
 	Hidden *tensor.T

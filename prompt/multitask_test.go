@@ -12,6 +12,7 @@ import (
 	"github.com/gopeft/peft/generate"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
+	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/prompt"
@@ -254,4 +255,52 @@ func TestMultitaskSourceInits(t *testing.T) {
 	require.ErrorContains(t, err, `"prompt_tuning_init"`)
 	_, err = peft.ParseConfig("adapter_config.json", []byte(`{"peft_type": "MULTITASK_PROMPT_TUNING", "num_virtual_tokens": 8, "num_tasks": -1}`))
 	require.ErrorContains(t, err, `"num_tasks"`)
+}
+
+// Keys a newer PEFT writes survive a re-save; on a bfloat16 base the
+// float32 prompts are cast to the activations' dtype.
+func TestMultitaskConfigKeysAndBFloat16(t *testing.T) {
+	cfg, err := peft.ParseConfig("adapter_config.json", []byte(`{"peft_type": "MULTITASK_PROMPT_TUNING", "num_virtual_tokens": 8,
+		"num_tasks": 3, "num_ranks": 2, "prompt_tuning_init": "RANDOM", "peft_version": "0.17.0"}`))
+	require.NoError(t, err)
+	c := cfg.(*prompt.MultitaskConfig)
+	require.Equal(t, 3, c.NumTasks)
+	js, err := c.MarshalJSON()
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"peft_version": "0.17.0"`)
+	require.Contains(t, string(js), `"peft_type": "MULTITASK_PROMPT_TUNING"`)
+	require.Contains(t, string(js), `"num_tasks": 3`)
+
+	e := openExpected(t, mpt)
+	base, err := llama.Load(testutil.Fixtures(t, "llama-tiny"), models.WithDType("bfloat16"))
+	require.NoError(t, err)
+	m, err := peft.Load(base, adapterDir(t, mpt))
+	require.NoError(t, err)
+	defer nn.FreeParams(m)
+	got, _ := mptLogits(t, m, e, true)
+	d := testutil.MaxDiff(got, e.F32(t, "logits"))
+	t.Logf("bfloat16 vs PEFT's float32 logits: %.3g", d)
+	require.Less(t, d, 0.1)
+}
+
+// TEXT init: the shared table is the word embeddings of the text's tokens,
+// repeated to num_virtual_tokens, as prompt tuning's TEXT init.
+func TestMultitaskTextInit(t *testing.T) {
+	base := loadBase(t)
+	m, err := peft.New(base, &prompt.MultitaskConfig{TuningConfig: prompt.TuningConfig{
+		PromptLearningConfig: peft.PromptLearningConfig{NumVirtualTokens: 4}, PromptTuningInit: prompt.Text,
+		PromptTuningInitText: "x", Tokenizer: fakeTokenizer{ids: []int64{5, 9}, name: "tok"}}, NumTasks: 2})
+	require.NoError(t, err)
+	defer nn.FreeParams(m)
+	snap := testutil.Snapshot(t, m)
+	emb := snap["base_model.model.model.embed_tokens.weight"]
+	table := snap["prompt_encoder.default.embedding.weight"]
+	for i, id := range []int{5, 9, 5, 9} {
+		require.True(t, testutil.EqualF32(emb[id*64:(id+1)*64], table[i*64:(i+1)*64]), "row %d", i)
+	}
+	cfg, _ := m.Config("default")
+	js, err := cfg.MarshalJSON()
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"tokenizer_name_or_path": "tok"`)
+	require.Contains(t, string(js), `"num_ranks": 1`)
 }
