@@ -555,12 +555,12 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 		e.OptimizerStates += baseTrain * 4 // fp32 master weights
 	}
 	e.Activations = m.activations(o.Batch, o.Seq, wb, o.Checkpointing)
-	if o.Method == "prompt" {
+	if o.Method == "prompt" || o.Method == "multitask-prompt" { // the virtual tokens are positions too
 		e.Activations = m.activations(o.Batch, o.Seq+int64(o.NumVirtualTokens), wb, o.Checkpointing)
 	}
 	if o.Device == "" || o.Device == "cpu" {
 		seq := o.Seq
-		if o.Method == "prompt" {
+		if o.Method == "prompt" || o.Method == "multitask-prompt" {
 			seq += int64(o.NumVirtualTokens)
 		}
 		e.Allocator = int64(CPUAllocatorRetention * float64(m.heapActivations(o.Batch, seq, wb, o.Checkpointing)))

@@ -30,3 +30,16 @@ func TestEstimateAdaptionAndMultitaskPrompt(t *testing.T) {
 	_, err = peft.EstimateMemory(shape(t, gpt2Small), peft.MemoryOptions{Method: "adaption-prompt"})
 	require.ErrorContains(t, err, "llama and mistral")
 }
+
+// Multitask prompt tuning's virtual tokens lengthen the sequence as prompt
+// tuning's do: the same activations for the same number of tokens.
+func TestEstimateMultitaskActivations(t *testing.T) {
+	m := shape(t, llama2_7B)
+	p, err := peft.EstimateMemory(m, peft.MemoryOptions{Method: "prompt", NumVirtualTokens: 20, Seq: 256})
+	require.NoError(t, err)
+	mt, err := peft.EstimateMemory(m, peft.MemoryOptions{Method: "multitask-prompt", NumVirtualTokens: 20, Seq: 256, NumTasks: 4, NumRanks: 2})
+	require.NoError(t, err)
+	require.Equal(t, p.Activations, mt.Activations)
+	require.Equal(t, p.Allocator, mt.Allocator)
+	require.EqualValues(t, 20*4096+4*20*2+4*2*4096, mt.Trainable)
+}
