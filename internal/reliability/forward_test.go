@@ -15,6 +15,8 @@ import (
 	_ "github.com/gopeft/peft/lora"
 	_ "github.com/gopeft/peft/prefix"
 	_ "github.com/gopeft/peft/prompt"
+
+	_ "github.com/gopeft/peft/adaptionprompt"
 )
 
 // Issue #19 item 2, through the methods: a PEFT model of every kind
@@ -36,7 +38,8 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 		"labels of another shape":    {InputIDs: in, Labels: ids([]int64{1, 2}, 1, 2)},
 		"no input":                   {},
 	}
-	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj"} {
+	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj",
+		"adaption-prompt", "multitask-prompt-tuning"} {
 		t.Run(adapter, func(t *testing.T) {
 			base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 			require.NoError(t, err)
@@ -44,6 +47,9 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 			m, err := peft.Load(base, filepath.Join(fx, "adapters", "llama-tiny", adapter))
 			require.NoError(t, err)
 			for what, c := range cases {
+				if adapter == "multitask-prompt-tuning" { // well-formed task ids: the other inputs are what fails
+					c.TaskIDs = ids([]int64{0, 1}, 2)
+				}
 				require.NotPanics(t, func() {
 					s := tensor.NoGradScope() // a failed forward poisons its scope
 					defer s.Close()
