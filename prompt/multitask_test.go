@@ -3,12 +3,14 @@ package prompt_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/gopeft/peft/data"
 	"github.com/gopeft/peft/generate"
 	"github.com/gopeft/peft/internal/testutil"
 	"github.com/gopeft/peft/models"
@@ -303,4 +305,35 @@ func TestMultitaskTextInit(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(js), `"tokenizer_name_or_path": "tok"`)
 	require.Contains(t, string(js), `"num_ranks": 1`)
+}
+
+// The Trainer passes each sample's task (data.Sample.TaskID, PEFT's
+// task_ids column) to the forward: training and evaluation run, the loss
+// goes down, and without task ids the Trainer reports PEFT's error.
+func TestMultitaskTrainerTaskColumn(t *testing.T) {
+	tensor.ManualSeed(5)
+	m, err := peft.New(loadBase(t), &prompt.MultitaskConfig{TuningConfig: prompt.TuningConfig{
+		PromptLearningConfig: peft.PromptLearningConfig{NumVirtualTokens: 4}}, NumTasks: 2, NumRanks: 1})
+	require.NoError(t, err)
+	defer nn.FreeParams(m)
+	ds := &data.Dataset{}
+	for i := 0; i < 8; i++ {
+		ids := []int64{1, int64(10 + i), int64(20 + i%2), 7, 9}
+		task := int64(i % 2)
+		ds.Samples = append(ds.Samples, data.Sample{InputIDs: ids, Labels: ids, AttentionMask: []int64{1, 1, 1, 1, 1}, TaskID: &task})
+	}
+	before, err := train.Evaluate(m, ds, 4)
+	require.NoError(t, err)
+	tr := train.New(m, train.Config{LR: 3e-2, BatchSize: 4, Epochs: 3, Progress: io.Discard})
+	require.NoError(t, tr.Fit(ds, nil))
+	after, err := train.Evaluate(m, ds, 4)
+	require.NoError(t, err)
+	t.Logf("eval loss %.4f -> %.4f", before, after)
+	require.Less(t, after, before)
+
+	for i := range ds.Samples {
+		ds.Samples[i].TaskID = nil
+	}
+	_, err = train.Evaluate(m, ds, 4)
+	require.ErrorContains(t, err, "task_ids cannot be None")
 }
