@@ -34,5 +34,5 @@ func ExampleLoad() {
 // The peft_types auto.Load reads.
 func ExampleMethods() {
 	fmt.Println(auto.Methods())
-	// Output: [BITFIT BOTTLENECK FREEZE IA3 LORA PREFIX_TUNING PROMPT_TUNING P_TUNING]
+	// Output: [ADAPTION_PROMPT BITFIT BOTTLENECK FREEZE IA3 LORA MULTITASK_PROMPT_TUNING PREFIX_TUNING PROMPT_TUNING P_TUNING]
 }
