@@ -33,6 +33,8 @@ import (
 	_ "github.com/gopeft/peft/prefix" // PREFIX_TUNING
 	_ "github.com/gopeft/peft/prompt" // PROMPT_TUNING, P_TUNING
 	_ "github.com/gopeft/peft/vera"   // VERA
+
+	_ "github.com/gopeft/peft/adaptionprompt" // ADAPTION_PROMPT
 )
 
 // Load wraps base with the adapter saved in dir, whatever its method (the

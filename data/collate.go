@@ -38,6 +38,9 @@ type Batch struct {
 	Tokens int
 	// Targets is the number of positions the shifted loss counts.
 	Targets int
+	// TaskIDs are the samples' task ids when every sample has one
+	// (Sample.TaskID), else nil.
+	TaskIDs []int64
 }
 
 // Collate pads samples into a batch.
@@ -53,6 +56,13 @@ func (c Collator) Collate(samples []Sample) *Batch {
 	}
 	B := len(samples)
 	b := &Batch{Size: B, Len: L, InputIDs: make([]int64, B*L), AttentionMask: make([]int64, B*L)}
+	for _, s := range samples {
+		if s.TaskID == nil {
+			b.TaskIDs = nil
+			break
+		}
+		b.TaskIDs = append(b.TaskIDs, *s.TaskID)
+	}
 	if hasLabels {
 		b.Labels = make([]int64, B*L)
 	}
@@ -98,7 +108,7 @@ func (b *Batch) Inputs(s *tensor.Scope) (models.Inputs, error) {
 	if err := s.Err(); err != nil {
 		return models.Inputs{}, fmt.Errorf("data: batch: %w", err)
 	}
-	return models.Inputs{InputIDs: mb.InputIDs, AttentionMask: mb.AttentionMask, Labels: mb.Labels}, nil
+	return models.Inputs{InputIDs: mb.InputIDs, AttentionMask: mb.AttentionMask, Labels: mb.Labels, TaskIDs: mb.TaskIDs}, nil
 }
 
 // ModelBatch returns the batch as tensors of scope s (the library's
@@ -111,6 +121,9 @@ func (b *Batch) ModelBatch(s *tensor.Scope) *models.Batch {
 	}
 	if b.Labels != nil {
 		mb.Labels = s.FromInt64(b.Labels, shape...)
+	}
+	if b.TaskIDs != nil {
+		mb.TaskIDs = s.FromInt64(b.TaskIDs, int64(b.Size))
 	}
 	return mb
 }

@@ -68,6 +68,10 @@ type Sample struct {
 	AttentionMask []int64
 	// Source is the record the sample came from (the first one, packed).
 	Source string
+	// TaskID is the sample's task for methods that condition on one
+	// (multitask prompt tuning: PEFT's task_ids column); nil: none. A
+	// collated batch has task ids when every sample has one.
+	TaskID *int64
 }
 
 // Targets is the number of positions the shifted causal-LM loss counts
@@ -365,7 +369,8 @@ func (f fixed) Render(*Conversation) ([]Segment, error) { return f, nil }
 
 // Pack concatenates consecutive samples into blocks of at most max tokens,
 // in order (a sample that does not fit in the current block starts the
-// next). Labels, masks and sources are carried along.
+// next). Labels, masks and sources are carried along; a block keeps a
+// task id when all its samples have the same one.
 func Pack(samples []Sample, max int) []Sample {
 	var out []Sample
 	var cur Sample
@@ -380,7 +385,9 @@ func Pack(samples []Sample, max int) []Sample {
 			flush()
 		}
 		if len(cur.InputIDs) == 0 {
-			cur.Source = s.Source
+			cur.Source, cur.TaskID = s.Source, s.TaskID
+		} else if cur.TaskID != nil && (s.TaskID == nil || *s.TaskID != *cur.TaskID) {
+			cur.TaskID = nil // samples of different tasks: the block has none
 		}
 		cur.InputIDs = append(cur.InputIDs, s.InputIDs...)
 		cur.Labels = append(cur.Labels, s.Labels...)

@@ -38,6 +38,11 @@ type Input struct {
 	AttentionMask [][]int64
 	PositionIDs   [][]int64
 	Seeds         []int64
+	// TaskIDs, when set, is each prompt's task (PEFT's generate(...,
+	// task_ids=...)), for methods that condition on it: multitask prompt
+	// tuning. One per prompt; every returned sequence or beam of a prompt
+	// has its task.
+	TaskIDs []int64
 }
 
 // LeftPad pads prompts on the left with padID to the longest one's length.
@@ -182,6 +187,7 @@ type runner struct {
 	padded bool
 	pos    []int64   // per row, the position of the next token
 	prompt [][]int64 // the prompt rows' position ids when the input gave them (expanded)
+	tasks  []int64   // per row, its task id when the input gave them (expanded)
 	cache  *models.Cache
 	steps  int
 	vocab  int64
@@ -265,6 +271,16 @@ func (in Input) check() error {
 			}
 		}
 	}
+	if in.TaskIDs != nil {
+		if len(in.TaskIDs) != len(in.InputIDs) {
+			return fmt.Errorf("generate: %d task ids for %d prompts", len(in.TaskIDs), len(in.InputIDs))
+		}
+		for i, v := range in.TaskIDs {
+			if v < 0 {
+				return fmt.Errorf("generate: task id %d = %d is negative", i, v)
+			}
+		}
+	}
 	if in.AttentionMask == nil {
 		return nil
 	}
@@ -326,6 +342,9 @@ func newRunner(m Model, p *plan, in Input) *runner {
 			if in.PositionIDs != nil {
 				r.prompt = append(r.prompt, in.PositionIDs[i])
 			}
+			if in.TaskIDs != nil {
+				r.tasks = append(r.tasks, in.TaskIDs[i])
+			}
 		}
 	}
 	if p.outputScores {
@@ -365,6 +384,9 @@ func (r *runner) forward(s *tensor.Scope) *tensor.T {
 	}
 	b := &models.Batch{InputIDs: s.FromInt64(ids, rows, int64(L)), PastKeyValues: r.cache, UseCache: true,
 		LastLogitsOnly: true} // only the last position's scores are used
+	if r.tasks != nil {
+		b.TaskIDs = s.FromInt64(r.tasks, rows)
+	}
 	if r.padded {
 		// HF passes the whole mask every step, and generate()'s positions:
 		// cumsum(mask)-1 with padded slots at 1.

@@ -299,7 +299,7 @@ func DeviceOf(m any) tensor.Device {
 // place: b's fields are replaced by scope-owned copies), so that callers
 // may build inputs on the host for a model on a GPU.
 func (b *Batch) ToDevice(s *tensor.Scope, d tensor.Device) {
-	for _, p := range []**tensor.T{&b.InputIDs, &b.InputsEmbeds, &b.AttentionMask, &b.TokenTypeIDs, &b.PositionIDs, &b.Labels} {
+	for _, p := range []**tensor.T{&b.InputIDs, &b.InputsEmbeds, &b.AttentionMask, &b.TokenTypeIDs, &b.PositionIDs, &b.Labels, &b.TaskIDs} {
 		if *p != nil && (*p).Device() != d {
 			*p = s.ToDevice(*p, d)
 		}

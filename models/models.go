@@ -41,6 +41,10 @@ type Inputs struct {
 	PrefixKV      []KV      // per-layer prefix keys/values [B or 1, kv_heads, P, head_dim]
 	Labels        *tensor.T // causal LM: int64 [B, L], -100 = ignore (shifted mean cross-entropy); classifiers: see Classifier
 	UseCache      bool      // return the key/value cache
+	// TaskIDs (int64 [B]) is each row's task for methods that condition on
+	// it (PEFT's forward(..., task_ids=...): multitask prompt tuning); the
+	// families ignore it.
+	TaskIDs *tensor.T
 }
 
 // Outputs is the public form of a forward pass's outputs: the same value
@@ -60,6 +64,9 @@ type Batch struct {
 	PrefixKV      []KV
 	Labels        *tensor.T
 	UseCache      bool
+	// TaskIDs is Inputs.TaskIDs: each row's task (int64 [B]) for methods
+	// that condition on it; the families ignore it.
+	TaskIDs *tensor.T
 	// LastLogitsOnly computes the logits of the last position only,
 	// [B, 1, vocab] (generation's prefill needs no others); ignored when
 	// Labels are given.
@@ -195,6 +202,7 @@ func BatchOf(s *tensor.Scope, in Inputs) *Batch {
 		PrefixKV:      in.PrefixKV,
 		Labels:        in.Labels,
 		UseCache:      in.UseCache,
+		TaskIDs:       in.TaskIDs,
 	}
 }
 

@@ -243,6 +243,9 @@ type MemoryOptions struct {
 	// "loha" and "lokr" (LyCORIS, with R and LoKr's fields below);
 	// "oft", "boft" (one butterfly factor), "hra";
 	// "vera" (rank R), "fourierft" (NFrequency), "lntuning".
+	// projection), "adapter" (Houlsby bottleneck), "bitfit", "freeze",
+	// "adaption-prompt" (LLaMA-Adapter) or "multitask-prompt" (multitask
+	// prompt tuning).
 	Method string
 	// R is LoRA's rank [8] (OFT's and HRA's r, BOFT's boft_block_size); TargetModules its (or IA3's) modules [PEFT's
 	// R is LoRA's rank [8] (AdaLoRA's init_r [12]); TargetModules its (or IA3's) modules [PEFT's
@@ -263,6 +266,12 @@ type MemoryOptions struct {
 	// NFrequency is FourierFT's spectral coefficients per layer [1000]
 	// (VeRA's rank is R).
 	NFrequency int
+	// AdapterLen and AdapterLayers for "adaption-prompt": prompt tokens
+	// per layer [10] and how many top layers get them [all].
+	AdapterLen, AdapterLayers int
+	// NumTasks and NumRanks for "multitask-prompt" (with
+	// NumVirtualTokens) [1, 1].
+	NumTasks, NumRanks int
 	// Batch and Seq size the activations [1, 512].
 	Batch, Seq int64
 	// DType of weights and activations: "fp32", "fp16" or "bf16"
@@ -322,7 +331,8 @@ type MemoryEstimate struct {
 }
 
 // Methods lists the methods EstimateMemory knows.
-var Methods = []string{"full", "lora", "qlora", "ia3", "loha", "lokr", "prompt", "prefix", "adapter", "bitfit", "freeze", "oft", "boft", "hra", "vera", "fourierft", "lntuning", "adalora"}
+var Methods = []string{"full", "lora", "qlora", "adalora", "ia3", "loha", "lokr", "oft", "boft", "hra", "vera",
+	"fourierft", "lntuning", "prompt", "prefix", "adaption-prompt", "multitask-prompt", "adapter", "bitfit", "freeze"}
 
 // defaultTargets are PEFT's default target modules by model type (its
 // TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING and IA3's mappings).
@@ -629,6 +639,21 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 			}
 		}
 		frozen = int64(o.R) * (maxIn + maxOut)
+	case "adaption-prompt": // per wrapped layer: adaption_prompt [1, len, h] and adaption_gate [1]
+		if m.ModelType != "llama" && m.ModelType != "mistral" {
+			return nil, fmt.Errorf("peft: estimate: adaption prompt supports llama and mistral models (PEFT's list), not %s", m.ModelType)
+		}
+		n, a := L, int64(10)
+		if o.AdapterLayers > 0 {
+			n = min(int64(o.AdapterLayers), L)
+		}
+		if o.AdapterLen > 0 {
+			a = int64(o.AdapterLen)
+		}
+		added = n * (a*h + 1)
+	case "multitask-prompt": // the shared table [P, h], prefix_task_cols [T, P, R], prefix_task_rows [T, R, h]
+		t, r, p := int64(max(o.NumTasks, 1)), int64(max(o.NumRanks, 1)), int64(o.NumVirtualTokens)
+		added = p*h + t*p*r + t*r*h
 	default:
 		return nil, fmt.Errorf("peft: estimate: unknown method %q (%s)", o.Method, strings.Join(Methods, ", "))
 	}
@@ -651,12 +676,12 @@ func EstimateMemory(m *ModelShape, o MemoryOptions) (*MemoryEstimate, error) {
 		e.OptimizerStates += baseTrain * 4 // fp32 master weights
 	}
 	e.Activations = m.activations(o.Batch, o.Seq, wb, o.Checkpointing)
-	if o.Method == "prompt" {
+	if o.Method == "prompt" || o.Method == "multitask-prompt" { // the virtual tokens are positions too
 		e.Activations = m.activations(o.Batch, o.Seq+int64(o.NumVirtualTokens), wb, o.Checkpointing)
 	}
 	if o.Device == "" || o.Device == "cpu" {
 		seq := o.Seq
-		if o.Method == "prompt" {
+		if o.Method == "prompt" || o.Method == "multitask-prompt" {
 			seq += int64(o.NumVirtualTokens)
 		}
 		e.Allocator = int64(CPUAllocatorRetention * float64(m.heapActivations(o.Batch, seq, wb, o.Checkpointing)))

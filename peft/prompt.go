@@ -72,6 +72,20 @@ type PromptEncoder interface {
 	Table() *nn.Param
 }
 
+// TaskPromptEncoder is a prompt encoder whose virtual tokens depend on
+// each row's task (PEFT's MultitaskPromptEmbedding): the forward needs
+// models.Batch.TaskIDs, and the adapter file holds TaskState's tensors
+// beside prompt_embeddings (which is Table, the shared table).
+type TaskPromptEncoder interface {
+	PromptEncoder
+	// TaskPrompt computes every row's virtual tokens for its task:
+	// taskIDs int64 [B] in, [B, P, token_dim] out (belonging to s).
+	TaskPrompt(s *tensor.Scope, taskIDs *tensor.T) *tensor.T
+	// TaskState lists the encoder's other saved tensors under their file
+	// keys (prefix_task_cols, prefix_task_rows).
+	TaskState() []nn.NamedParam
+}
+
 // PromptLearningConfig holds the fields every prompt-learning config has
 // (PEFT's PromptLearningConfig), with PEFT's JSON names. Method configs
 // embed it.
@@ -287,6 +301,17 @@ func (m *Model) dropPromptEncoder(name string) {
 	}
 }
 
+// promptTaskState lists what a TaskPromptEncoder saves beside
+// prompt_embeddings (nothing for other encoders).
+func (m *Model) promptTaskState(name string) []nn.NamedParam {
+	if enc, ok := m.promptEncoder(name); ok {
+		if te, ok := enc.(TaskPromptEncoder); ok {
+			return te.TaskState()
+		}
+	}
+	return nil
+}
+
 // promptEmbeddings is what PEFT saves for a prompt-learning adapter: the
 // table itself when there is one (owned false), else the encoder's output
 // computed now, detached (owned true: the caller frees it).
@@ -380,18 +405,38 @@ func (m *Model) promptBatch(s *tensor.Scope, cfg PromptConfig, enc PromptEncoder
 		}
 		embeds = emb.InputEmbeddings().Forward(s, b.InputIDs)
 	}
-	prompts := enc.Prompt(s)
-	if s.Err() != nil {
-		return &nb
-	}
-	if prompts.Dim() != 2 || prompts.Size(1) != embeds.Size(-1) {
-		s.Failf("peft: prompt embeddings %v do not fit input embeddings %v", prompts.Shape(), embeds.Shape())
-		return &nb
+	var prompts *tensor.T
+	if te, ok := enc.(TaskPromptEncoder); ok {
+		if b.TaskIDs == nil {
+			s.Failf("peft: %s needs task_ids (one task id per batch row): task_ids cannot be None", cfg.PeftType())
+			return &nb
+		}
+		if ts := b.TaskIDs.Shape(); len(ts) != 1 || ts[0] != batch {
+			s.Failf("peft: task_ids: shape %v, want [%d] (one per batch row)", ts, batch)
+			return &nb
+		}
+		prompts = te.TaskPrompt(s, b.TaskIDs)
+		if s.Err() != nil {
+			return &nb
+		}
+		if prompts.Dim() != 3 || prompts.Size(0) != batch || prompts.Size(2) != embeds.Size(-1) {
+			s.Failf("peft: task prompts %v do not fit input embeddings %v", prompts.Shape(), embeds.Shape())
+			return &nb
+		}
+	} else {
+		prompts = enc.Prompt(s)
+		if s.Err() != nil {
+			return &nb
+		}
+		if prompts.Dim() != 2 || prompts.Size(1) != embeds.Size(-1) {
+			s.Failf("peft: prompt embeddings %v do not fit input embeddings %v", prompts.Shape(), embeds.Shape())
+			return &nb
+		}
+		prompts = s.Expand(s.Unsqueeze(prompts, 0), batch, -1, -1)
 	}
 	if prompts.DType() != embeds.DType() {
 		prompts = s.To(prompts, embeds.DType())
 	}
-	prompts = s.Expand(s.Unsqueeze(prompts, 0), batch, -1, -1)
 	nb.InputsEmbeds = s.Cat(1, prompts, embeds)
 	nb.InputIDs = nil
 	if b.Labels != nil && task == CausalLM {

@@ -77,7 +77,7 @@ func (m *Model) saveAdapter(dir, name string) error {
 		if owned {
 			defer p.Free()
 		}
-		state = append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptHeadState(name)...)
+		state = append(append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptTaskState(name)...), m.promptHeadState(name)...)
 	} else {
 		var err error
 		if state, err = m.adapterStateDict(name); err != nil {
@@ -227,7 +227,8 @@ func (m *Model) adapterStateDict(name string) ([]nn.NamedParam, error) {
 		if err != nil {
 			return nil, err
 		}
-		return append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptHeadState(name)...), nil
+		out := append([]nn.NamedParam{{Name: PromptEmbeddingsKey, Param: p}}, m.promptTaskState(name)...)
+		return append(out, m.promptHeadState(name)...), nil
 	}
 	var out []nn.NamedParam
 	seen := map[string]bool{}

@@ -26,6 +26,14 @@
 // token_dim] — for P-tuning the encoder's output, not its weights — and a
 // loaded adapter uses that table directly (PEFT's inference mode).
 // TEXT initialisation (prompt_tuning_init_text) needs a Tokenizer.
+//
+// Multitask prompt tuning (MultitaskConfig, peft_type
+// MULTITASK_PROMPT_TUNING) lives here too because it is prompt tuning —
+// PEFT derives its config and encoder from prompt tuning's, and it reuses
+// the TEXT init — with the shared table scaled per row by the row's task
+// matrix: forwards take models.Inputs.TaskIDs, generation
+// generate.Input.TaskIDs, and the adapter file holds prefix_task_cols and
+// prefix_task_rows beside prompt_embeddings.
 package prompt
 
 import (

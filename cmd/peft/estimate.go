@@ -22,13 +22,13 @@ import (
 	"github.com/gopeft/peft/train"
 )
 
-const estimateUsage = `usage: peft estimate --model DIR|config.json [--method M[,M...]|all] [--r 8] [--targets a,b]
+var estimateUsage = `usage: peft estimate --model DIR|config.json [--method M[,M...]|all] [--r 8] [--targets a,b]
        [--virtual-tokens 20] [--batch 1] [--seq 512] [--dtype fp32|fp16|bf16] [--optimizer adamw]
        [--mixed-precision] [--checkpointing] [--device cpu|cuda] [--measure] [--chart BASE]
 
 Estimates the peak memory of a training step from config.json alone: framework, weights,
 activations, gradients, optimizer states (and, on CPU, what malloc keeps), per method:
-` + "  full, lora, qlora, adalora, ia3, prompt, prefix, adapter, bitfit, freeze" + `
+` + "  " + strings.Join(peft.Methods, ", ") + `
 --measure also trains 3 steps of a randomly initialised model of that config (fp32, CPU,
 one method of full/lora) and prints the peak RSS it reached next to the estimate.
 --chart draws the estimates as one stacked bar per method into BASE.svg and BASE.png.
@@ -44,6 +44,10 @@ func estimate(args []string, stdout, stderr io.Writer) error {
 	r := fs.Int("r", 8, "LoRA rank (AdaLoRA: init_r)")
 	targets := fs.String("targets", "", "target modules, comma-separated (default: PEFT's for the model type), or all-linear")
 	vt := fs.Int("virtual-tokens", 20, "virtual tokens (prompt, prefix)")
+	adapterLen := fs.Int("adapter-len", 10, "adaption prompt: prompt tokens per layer")
+	adapterLayers := fs.Int("adapter-layers", 0, "adaption prompt: top layers with prompts (0: all)")
+	numTasks := fs.Int("num-tasks", 1, "multitask prompt tuning: tasks")
+	numRanks := fs.Int("num-ranks", 1, "multitask prompt tuning: rank of each task's matrix")
 	batch := fs.Int64("batch", 1, "batch size")
 	seq := fs.Int64("seq", 512, "sequence length")
 	dtype := fs.String("dtype", "", "float32, bfloat16 or float16 (or fp32, bf16, fp16; default float32, bfloat16 for qlora)")
@@ -69,7 +73,8 @@ func estimate(args []string, stdout, stderr io.Writer) error {
 		methods = strings.Split(*method, ",")
 	}
 	opts := peft.MemoryOptions{R: *r, NumVirtualTokens: *vt, Batch: *batch, Seq: *seq, DType: *dtype,
-		Optimizer: *optim, MixedPrecision: *mixed, Checkpointing: *ckpt, Device: *device}
+		Optimizer: *optim, MixedPrecision: *mixed, Checkpointing: *ckpt, Device: *device,
+		AdapterLen: *adapterLen, AdapterLayers: *adapterLayers, NumTasks: *numTasks, NumRanks: *numRanks}
 	if *targets != "" {
 		opts.TargetModules = strings.Split(*targets, ",")
 	}

@@ -26,7 +26,7 @@ func generateCmd(args []string, stderr io.Writer) error {
 	var adapters multi
 	fs.Var(&adapters, "adapter", "PEFT adapter folder (repeatable; the first is active)")
 	merge := fs.Bool("merge", false, "merge the first adapter into the base weights before generating")
-	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask (int64 [B,S], left-padded) and position_ids")
+	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask (int64 [B,S], left-padded), position_ids and task_ids (int64 [B])")
 	out := fs.String("out", "", "safetensors file to write sequences (and scores) to")
 	maxNew := fs.Int("max-new-tokens", 0, "tokens to generate per sequence (required)")
 	numBeams := fs.Int("num-beams", 1, "beam search with this many beams")
@@ -154,7 +154,7 @@ func generateCmd(args []string, stderr io.Writer) error {
 }
 
 // readPrompts reads input_ids and the optional attention_mask and
-// position_ids (int64 [B,S]).
+// position_ids (int64 [B,S]) and task_ids (int64 [B]).
 func readPrompts(path string) (generate.Input, error) {
 	set, err := safetensors.OpenFiles(path)
 	if err != nil {
@@ -201,7 +201,18 @@ func readPrompts(path string) (generate.Input, error) {
 	if pos != nil && (pshape[0] != shape[0] || pshape[1] != shape[1]) {
 		return generate.Input{}, fmt.Errorf("%s: position_ids has shape %v, input_ids %v", path, pshape, shape)
 	}
-	return generate.Input{InputIDs: ids, AttentionMask: mask, PositionIDs: pos}, nil
+	var tasks []int64
+	if info, _, ok := set.Info("task_ids"); ok {
+		if info.DType != safetensors.I64 || len(info.Shape) != 1 || info.Shape[0] != shape[0] {
+			return generate.Input{}, fmt.Errorf("%s: tensor \"task_ids\" must be I64 [%d] (one task per prompt), got %s %v", path, shape[0], info.DType, info.Shape)
+		}
+		b, err := set.Data("task_ids")
+		if err != nil {
+			return generate.Input{}, err
+		}
+		tasks = append([]int64(nil), safetensors.Int64s(b)...)
+	}
+	return generate.Input{InputIDs: ids, AttentionMask: mask, PositionIDs: pos, TaskIDs: tasks}, nil
 }
 
 // zeroAsTiny maps an exact 0 to the tiny positive value that

@@ -9,7 +9,8 @@
 // logits runs a HF checkpoint folder, with PEFT adapters when given (the
 // first is "default" and active; --merge folds it into the weights first),
 // on IN's `input_ids` (int64 [B,S]), optional `attention_mask` (int64
-// [B,S]) and optional `position_ids` (int64 [B,S] or [1,S]) and writes `logits` (float32 [B,S,V]) to OUT, atomically.
+// [B,S]), optional `position_ids` (int64 [B,S] or [1,S]) and optional
+// `task_ids` (int64 [B], multitask prompt tuning's per-row tasks) and writes `logits` (float32 [B,S,V]) to OUT, atomically.
 // merge writes a HF checkpoint with the adapter merged in. inspect prints
 // an adapter's config and its trainable-parameter line (with --model) or a
 // model's parameter count.
@@ -43,6 +44,8 @@ import (
 	_ "github.com/gopeft/peft/prompt" // registers PROMPT_TUNING and P_TUNING
 	"github.com/gopeft/peft/safetensors"
 	"github.com/gopeft/peft/tensor"
+
+	_ "github.com/gopeft/peft/adaptionprompt" // registers ADAPTION_PROMPT
 )
 
 const usage = `usage: peft <command> [flags]
@@ -154,7 +157,7 @@ func logits(args []string, stderr io.Writer) error {
 	var adapters multi
 	fs.Var(&adapters, "adapter", "PEFT adapter folder (repeatable)")
 	merge := fs.Bool("merge", false, "merge the adapters into the base weights before running")
-	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask and position_ids")
+	input := fs.String("input", "", "safetensors file with input_ids and optional attention_mask, position_ids and task_ids")
 	out := fs.String("out", "", "safetensors file to write logits to")
 	lf := addLoadFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -204,6 +207,9 @@ func logits(args []string, stderr io.Writer) error {
 		if ps[1] != is[1] || (ps[0] != is[0] && ps[0] != 1) {
 			return fmt.Errorf("%s: position_ids has shape %v, want [%d, %d] or [1, %d] (input_ids %v)", *input, ps, is[0], is[1], is[1], is)
 		}
+	}
+	if b.TaskIDs, err = readTaskIDs(s, in, b.InputIDs.Size(0)); err != nil {
+		return err
 	}
 	res := m.ForwardT(s, b)
 	if err := s.Err(); err != nil {
@@ -338,6 +344,19 @@ func readIDs(s *tensor.Scope, set *safetensors.Set, key string, required bool) (
 		return nil, fmt.Errorf("%s: tensor %q must be I64 [batch, seq], got %s %v", f.Path(), key, info.DType, info.Shape)
 	}
 	return nn.TensorFromFile(s, set, key, 0)
+}
+
+// readTaskIDs reads the optional task_ids (int64 [B], one task per row:
+// PEFT's forward(..., task_ids=...) for multitask prompt tuning).
+func readTaskIDs(s *tensor.Scope, set *safetensors.Set, rows int64) (*tensor.T, error) {
+	info, f, ok := set.Info("task_ids")
+	if !ok {
+		return nil, nil
+	}
+	if info.DType != safetensors.I64 || len(info.Shape) != 1 || info.Shape[0] != rows {
+		return nil, fmt.Errorf("%s: tensor \"task_ids\" must be I64 [%d] (one task per row), got %s %v", f.Path(), rows, info.DType, info.Shape)
+	}
+	return nn.TensorFromFile(s, set, "task_ids", 0)
 }
 
 func setPath(set *safetensors.Set) string {

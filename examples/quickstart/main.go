@@ -31,12 +31,13 @@
 //  5. The before/after accuracy of every method run is drawn as grouped
 //     bars (charts.Accuracy) into the output folder.
 //
-// -method all runs every method (full fine-tuning, LoRA, IA3, LoHa, LoKr,
-// prompt tuning, P-tuning, prefix tuning, bottleneck adapters, BitFit,
-// freeze tuning) and
+// -method all runs every method (full fine-tuning, LoRA, AdaLoRA, IA3,
+// LoHa, LoKr, OFT, BOFT, HRA, VeRA, FourierFT, LN tuning, prompt tuning,
+// P-tuning, prefix tuning, adaption prompt, multitask prompt tuning,
+// bottleneck adapters, BitFit, freeze tuning) and
 // prints one table: accuracy, trainable %, seconds, peak memory.
 //
-//	go run ./examples/quickstart [-method lora|ia3|loha|lokr|prompt|ptuning|prefix|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
+//	go run ./examples/quickstart [-method lora|adalora|ia3|loha|lokr|oft|boft|hra|vera|fourierft|lntuning|prompt|ptuning|prefix|adaption|multitask|adapter|bitfit|freeze|full|all] [-epochs N] [-out DIR] [-retrain]
 //
 // Run time on 2 CPU cores: see README's Quickstart section (the base's
 // training takes most of a first run; it is cached for the next ones).
@@ -59,6 +60,7 @@ import (
 
 	"github.com/gopeft/peft/adalora"
 	"github.com/gopeft/peft/adapter"
+	"github.com/gopeft/peft/adaptionprompt"
 	"github.com/gopeft/peft/bitfit"
 	"github.com/gopeft/peft/charts"
 	"github.com/gopeft/peft/data"
@@ -67,25 +69,28 @@ import (
 	"github.com/gopeft/peft/generate"
 	"github.com/gopeft/peft/ia3"
 	"github.com/gopeft/peft/internal/memstat"
-	"github.com/gopeft/peft/loha"
 	"github.com/gopeft/peft/lntuning"
+	"github.com/gopeft/peft/loha"
 	"github.com/gopeft/peft/lokr"
 	"github.com/gopeft/peft/lora"
+	"github.com/gopeft/peft/models"
 	"github.com/gopeft/peft/models/llama"
 	"github.com/gopeft/peft/nn"
 	"github.com/gopeft/peft/peft"
 	"github.com/gopeft/peft/prefix"
 	"github.com/gopeft/peft/prompt"
+	"github.com/gopeft/peft/tensor"
 	"github.com/gopeft/peft/tokenizer"
 	"github.com/gopeft/peft/train"
 	"github.com/gopeft/peft/vera"
 )
 
 // AllMethods is the order of the -method all table.
-var AllMethods = []string{"full", "lora", "ia3", "loha", "lokr", "prompt", "ptuning", "prefix", "adapter", "bitfit", "freeze"}
+var AllMethods = []string{"full", "lora", "adalora", "ia3", "loha", "lokr", "oft", "boft", "hra", "vera", "fourierft", "lntuning",
+	"prompt", "ptuning", "prefix", "adaption", "multitask", "adapter", "bitfit", "freeze"}
 
 func main() {
-	method := flag.String("method", "lora", "lora, ia3, loha, lokr, prompt, ptuning, prefix, adapter, bitfit, freeze, full, or all")
+	method := flag.String("method", "lora", "lora, adalora, ia3, loha, lokr, oft, boft, hra, vera, fourierft, lntuning, prompt, ptuning, prefix, adaption, multitask, adapter, bitfit, freeze, full, or all")
 	cache := flag.String("cache", defaultCache(), "where the trained base model is kept")
 	fortunes := flag.String("fortunes", FortuneDir, "folder with fortunes-zh's tang300 and song100")
 	epochs := flag.Int("epochs", 0, "tuning epochs (0: the method's default)")
@@ -422,6 +427,26 @@ type spec struct {
 	estimate    peft.MemoryOptions
 	lr          float64
 	epochs      int
+	task0       bool // every row is task 0 (multitask prompt tuning's task_ids)
+}
+
+// taskZero gives every forward the task ids of a one-task dataset (all
+// 0): what PEFT's Trainer passes from a task_ids column.
+type taskZero struct{ *peft.Model }
+
+func (m taskZero) ForwardT(s *tensor.Scope, b *models.Batch) *models.Output {
+	if b.TaskIDs == nil {
+		rows := int64(1)
+		if b.InputIDs != nil {
+			rows = b.InputIDs.Size(0)
+		} else if b.InputsEmbeds != nil {
+			rows = b.InputsEmbeds.Size(0)
+		}
+		nb := *b
+		nb.TaskIDs = s.Zeros(tensor.Int64, rows)
+		b = &nb
+	}
+	return m.Model.ForwardT(s, b)
 }
 
 func methodSpec(m string) (*spec, error) {
@@ -496,6 +521,21 @@ func methodSpec(m string) (*spec, error) {
 			estimate: peft.MemoryOptions{Method: "bitfit"}}, nil
 	case "oft", "boft", "hra":
 		return orthSpec(m), nil
+	case "adaption":
+		return &spec{label: "adaption", name: "adaption prompt (10 tokens, all layers)", lr: 1e-2, epochs: tuneEpochs,
+			config: func() peft.Config {
+				return &adaptionprompt.Config{AdapterLen: 10, AdapterLayers: 4} // every layer of the base
+			},
+			estimate: peft.MemoryOptions{Method: "adaption-prompt", AdapterLen: 10}}, nil
+	case "multitask":
+		// One task here: every row is task 0 (PEFT's task_ids column).
+		return &spec{label: "multitask", name: "multitask prompt tuning (16 tokens, 1 task)", lr: 3e-2, epochs: tuneEpochs,
+			config: func() peft.Config {
+				return &prompt.MultitaskConfig{TuningConfig: prompt.TuningConfig{
+					PromptLearningConfig: peft.PromptLearningConfig{NumVirtualTokens: 16}}, NumTasks: 1, NumRanks: 1}
+			},
+			task0:    true,
+			estimate: peft.MemoryOptions{Method: "multitask-prompt", NumVirtualTokens: 16}}, nil
 	case "freeze":
 		return &spec{label: "freeze", name: "freeze tuning (last layer)", lr: 2e-3, epochs: tuneEpochs,
 			config:   func() peft.Config { return &freeze.Config{TrainableLayers: freeze.Layers(1)} },
@@ -503,7 +543,7 @@ func methodSpec(m string) (*spec, error) {
 	case "vera", "fourierft", "lntuning":
 		return veraFourierLNSpec(m), nil
 	}
-	return nil, fmt.Errorf("unknown -method %q (want lora, ia3, loha, lokr, prompt, ptuning, prefix, adapter, bitfit, freeze, full or all)", m)
+	return nil, fmt.Errorf("unknown -method %q (want lora, adalora, ia3, loha, lokr, oft, boft, hra, vera, fourierft, lntuning, prompt, ptuning, prefix, adaption, multitask, adapter, bitfit, freeze, full or all)", m)
 }
 
 // result is one row of the comparison.
@@ -551,6 +591,9 @@ func tune(method, cache, out string, fresh func() (*llama.Model, error), ev *eva
 	}
 	r := result{method: sp.name, label: sp.label}
 	r.trainable, r.total = countTrainable(model)
+	if sp.task0 {
+		model = taskZero{pm}
+	}
 	fmt.Println(peft.FormatTrainable(r.trainable, r.total))
 
 	shape, err := peft.ReadModelShape(cache)
@@ -651,6 +694,9 @@ func roundTrip(sp *spec, pm *peft.Model, base *llama.Model, cache string, fresh 
 		}
 		defer func() { _ = freeModel(lm) }()
 		reloaded = lm
+		if sp.task0 {
+			reloaded = taskZero{lm}
+		}
 	} else {
 		if err := base.Save(dir); err != nil {
 			return err

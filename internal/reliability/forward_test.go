@@ -11,10 +11,10 @@ import (
 	"github.com/gopeft/peft/tensor"
 	"github.com/stretchr/testify/require"
 
+	_ "github.com/gopeft/peft/adalora"
 	_ "github.com/gopeft/peft/boft"
 	_ "github.com/gopeft/peft/fourierft"
 	_ "github.com/gopeft/peft/hra"
-	_ "github.com/gopeft/peft/adalora"
 	_ "github.com/gopeft/peft/ia3"
 	_ "github.com/gopeft/peft/lntuning"
 	_ "github.com/gopeft/peft/lora"
@@ -22,6 +22,8 @@ import (
 	_ "github.com/gopeft/peft/prefix"
 	_ "github.com/gopeft/peft/prompt"
 	_ "github.com/gopeft/peft/vera"
+
+	_ "github.com/gopeft/peft/adaptionprompt"
 )
 
 // Issue #19 item 2, through the methods: a PEFT model of every kind
@@ -43,9 +45,8 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 		"labels of another shape":    {InputIDs: in, Labels: ids([]int64{1, 2}, 1, 2)},
 		"no input":                   {},
 	}
-	for _, adapter := range []string{"lora-default", "ia3", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj",
-		"oft", "boft", "hra", "vera", "fourierft", "ln-tuning"} {
-	for _, adapter := range []string{"lora-default", "ia3", "adalora", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj"} {
+	for _, adapter := range []string{"lora-default", "ia3", "adalora", "prompt-tuning-random", "p-tuning-mlp", "prefix-proj",
+		"oft", "boft", "hra", "vera", "fourierft", "ln-tuning", "adaption-prompt", "multitask-prompt-tuning"} {
 		t.Run(adapter, func(t *testing.T) {
 			base, err := llama.Load(filepath.Join(fx, "llama-tiny"))
 			require.NoError(t, err)
@@ -53,6 +54,9 @@ func TestBadInputsThroughEveryMethod(t *testing.T) {
 			m, err := peft.Load(base, filepath.Join(fx, "adapters", "llama-tiny", adapter))
 			require.NoError(t, err)
 			for what, c := range cases {
+				if adapter == "multitask-prompt-tuning" { // well-formed task ids: the other inputs are what fails
+					c.TaskIDs = ids([]int64{0, 1}, 2)
+				}
 				require.NotPanics(t, func() {
 					s := tensor.NoGradScope() // a failed forward poisons its scope
 					defer s.Close()

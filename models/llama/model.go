@@ -54,12 +54,15 @@ type Decoder struct {
 	Norm        nn.Layer       `nn:"norm"`
 }
 
-// DecoderLayer is LlamaDecoderLayer.
+// DecoderLayer is LlamaDecoderLayer. SelfAttn is an *Attention, or a
+// models.AttentionWrapper around one (PEFT's adaption prompt): the layer
+// runs the wrapped attention and passes its output and state through the
+// wrapper's AdaptAttention.
 type DecoderLayer struct {
-	SelfAttn               *Attention `nn:"self_attn"`
-	MLP                    *MLP       `nn:"mlp"`
-	InputLayernorm         nn.Layer   `nn:"input_layernorm"`
-	PostAttentionLayernorm nn.Layer   `nn:"post_attention_layernorm"`
+	SelfAttn               nn.Layer `nn:"self_attn"`
+	MLP                    *MLP     `nn:"mlp"`
+	InputLayernorm         nn.Layer `nn:"input_layernorm"`
+	PostAttentionLayernorm nn.Layer `nn:"post_attention_layernorm"`
 }
 
 // Attention is LlamaAttention (Qwen3Attention with QNorm and KNorm;
@@ -452,7 +455,7 @@ func (m *Model) attentionMask(s *tensor.Scope, am *tensor.T, B, L, past, prefixL
 func (l *DecoderLayer) forward(s *tensor.Scope, cfg *Config, x, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
 	mark := s.Mark()
 	h := l.InputLayernorm.Forward(s, x)
-	a := l.SelfAttn.forward(s, cfg, h, cos, sin, mask, past, prefix, newKV)
+	a := l.attention(s, cfg, h, cos, sin, mask, past, prefix, newKV)
 	x = s.Add(x, a)
 	s.FreeSince(mark, x)
 	mark = s.Mark()
@@ -474,7 +477,38 @@ func (mlp *MLP) gated(s *tensor.Scope, h *tensor.T) *tensor.T {
 	return s.Mul(s.Silu(mlp.GateProj.Forward(s, h)), mlp.UpProj.Forward(s, h))
 }
 
-func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
+// attention runs the layer's attention module, through its
+// models.AttentionWrapper when it has one.
+func (l *DecoderLayer) attention(s *tensor.Scope, cfg *Config, h, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV) *tensor.T {
+	switch a := l.SelfAttn.(type) {
+	case *Attention:
+		return a.forward(s, cfg, h, cos, sin, mask, past, prefix, newKV, nil)
+	case models.AttentionWrapper:
+		inner, ok := a.WrappedAttention().(*Attention)
+		if !ok {
+			return s.Failf("llama: self_attn: the %s wraps a %s, not a LlamaAttention", nn.TypeName(a), nn.TypeName(a.WrappedAttention()))
+		}
+		st := &models.AttentionState{}
+		out := inner.forward(s, cfg, h, cos, sin, mask, past, prefix, newKV, st)
+		if s.Err() != nil {
+			return nil
+		}
+		return a.AdaptAttention(s, st, out)
+	}
+	return s.Failf("llama: self_attn is a %s, neither a LlamaAttention nor a models.AttentionWrapper", nn.TypeName(l.SelfAttn))
+}
+
+// Forward implements nn.Layer so that an attention module fits the
+// decoder layer's slot (and a models.AttentionWrapper can wrap it); the
+// attention needs the layer's rotary embedding, mask and cache, so it only
+// runs inside its decoder layer and this fails the scope.
+func (a *Attention) Forward(s *tensor.Scope, _ *tensor.T) *tensor.T {
+	return s.Failf("llama: LlamaAttention runs inside its decoder layer (it needs the rotary embedding, mask and cache)")
+}
+
+// forward is the attention pass; st, when not nil, receives the state a
+// models.AttentionWrapper reads.
+func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *tensor.T, past, prefix, newKV *models.KV, st *models.AttentionState) *tensor.T {
 	if s.Err() != nil { // a layer before failed the scope (h is nil): no shapes to read
 		return nil
 	}
@@ -498,6 +532,10 @@ func (a *Attention) forward(s *tensor.Scope, cfg *Config, h, cos, sin, mask *ten
 	q, k, v = s.Transpose(q, 1, 2), s.Transpose(k, 1, 2), s.Transpose(v, 1, 2)
 	q = models.ApplyRotary(s, q, cos, sin)
 	k = models.ApplyRotary(s, k, cos, sin)
+	if st != nil {
+		*st = models.AttentionState{Hidden: h, Query: q, NumHeads: H, NumKVHeads: KV, HeadDim: D,
+			KProj: a.KProj, VProj: a.VProj, OProj: a.OProj}
+	}
 	k, v = models.AttendKV(s, prefix, past, newKV, k, v) // prefix keys are never rotated
 	if s.Err() != nil {
 		return nil
