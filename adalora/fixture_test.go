@@ -254,5 +254,5 @@ func TestAdaLoRACallSelection(t *testing.T) {
 	defer s2.Close()
 	peft.WithSelection(s2, &peft.Selection{Rows: []string{"default", peft.BaseAdapterName}})
 	m.ForwardT(s2, fixtureBatch(t, s2, e, false))
-	require.ErrorContains(t, s2.Err(), "SVDLinear cannot run a different adapter per batch row")
+	require.ErrorContains(t, s2.Err(), "(adalora.SVDLinear) cannot run different adapters per row")
 }

@@ -65,5 +65,5 @@ func TestPerRowAdaptersRefused(t *testing.T) {
 	defer s.Close()
 	defer peft.WithSelection(s, &peft.Selection{Rows: []string{"default", peft.BaseAdapterName}})()
 	m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64(ids, 2, 8)})
-	require.ErrorContains(t, s.Err(), "adaption prompt: AdaptedAttention cannot run a different adapter per batch row")
+	require.ErrorContains(t, s.Err(), "(AdaptedAttention) cannot run different adapters per row")
 }

@@ -192,5 +192,5 @@ func TestUnknownKeysAndRows(t *testing.T) {
 	defer s.Close()
 	defer peft.WithSelection(s, &peft.Selection{Rows: []string{peft.DefaultAdapter}})()
 	m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64([]int64{1, 2, 3}, 1, 3)})
-	require.ErrorContains(t, s.Err(), "cannot run a different adapter per batch row")
+	require.ErrorContains(t, s.Err(), "(fourierft.FourierFTLinear) cannot run different adapters per row")
 }

@@ -140,5 +140,5 @@ func TestUnknownKeysAndRows(t *testing.T) {
 	defer s.Close()
 	defer peft.WithSelection(s, &peft.Selection{Rows: []string{peft.DefaultAdapter}})()
 	m.ForwardT(s, &models.Batch{InputIDs: s.FromInt64([]int64{1, 2, 3}, 1, 3)})
-	require.ErrorContains(t, s.Err(), "LNTuningLayer cannot run a different adapter per batch row")
+	require.ErrorContains(t, s.Err(), "(ln_tuning.LNTuningLayer) cannot run different adapters per row")
 }

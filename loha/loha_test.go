@@ -153,7 +153,7 @@ func TestRowsRefused(t *testing.T) {
 	defer s.Close()
 	defer peft.WithSelection(s, &peft.Selection{Rows: []string{"default", "default"}})()
 	m.ForwardT(s, lycoristest.IDsBatch(s))
-	require.ErrorContains(t, s.Err(), "loha layer")
+	require.ErrorContains(t, s.Err(), "(loha.Linear) cannot run different adapters per row")
 }
 
 // Bad configs fail with errors naming the field; unknown keys survive a

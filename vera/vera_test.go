@@ -208,7 +208,7 @@ func TestCallSelection(t *testing.T) {
 	require.NoError(t, err)
 	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), 1e-4)
 	_, err = run(&peft.Selection{Rows: []string{peft.DefaultAdapter, peft.BaseAdapterName}})
-	require.ErrorContains(t, err, "vera.Linear cannot run a different adapter per batch row")
+	require.ErrorContains(t, err, "(vera.Linear) cannot run different adapters per row")
 }
 
 // Keys this library does not know survive a load and a save.

@@ -27,6 +27,9 @@ func TestMethodSpecs(t *testing.T) {
 		if sp.config == nil {
 			continue // full fine-tuning
 		}
+		if m == "adaption" {
+			continue // prompts on the quickstart base's 4 layers; llama-tiny has 2 (methods_prompts_test.go builds it on 4)
+		}
 		base := testutil.Load(t, llama.Load, "llama-tiny")
 		pm, err := peft.New(base, sp.config())
 		require.NoError(t, err, m)

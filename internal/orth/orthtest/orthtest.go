@@ -171,5 +171,5 @@ func requireSelection(t *testing.T, m *peft.Model, e *testutil.Expected, tol flo
 	require.NoError(t, err)
 	require.LessOrEqual(t, testutil.MaxDiff(got, e.F32(t, "logits")), tol)
 	_, err = run(&peft.Selection{Rows: []string{peft.DefaultAdapter, peft.DefaultAdapter}})
-	require.ErrorContains(t, err, "mixed-adapter batch")
+	require.ErrorContains(t, err, "cannot run different adapters per row")
 }
