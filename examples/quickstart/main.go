@@ -742,7 +742,7 @@ func roundTrip(sp *spec, pm *peft.Model, base *llama.Model, cache string, fresh 
 	// sharper; thousands of unlikely characters together take a large share.
 	// Top-k cuts that tail, as generation configs commonly do.
 	cfg.TopK = 5
-	fmt.Printf("sampling (generation_config.json: temperature %.1f, top-p %.1f; top-k %d, seed %d), held-out questions:\n",
+	fmt.Printf("sampling (generation_config.json: temperature %.1f, top-p %.1f; top-k %d, seed %d + question number), held-out questions:\n",
 		cfg.Temperature, cfg.TopP, cfg.TopK, Seed)
 	seed := int64(Seed)
 	cfg.Seed = &seed
@@ -898,7 +898,13 @@ func (e *evaluator) generate(m generate.Model, qs []Question, cfg generate.Gener
 			}
 			prompts = append(prompts, ids)
 		}
-		res, err := generate.Generate(context.Background(), m, generate.LeftPad(prompts, pad), cfg)
+		in := generate.LeftPad(prompts, pad)
+		if cfg.Seed != nil { // question k samples with seed+k: its own draws, not the same ones as every other row
+			for j := range prompts {
+				in.Seeds = append(in.Seeds, *cfg.Seed+int64(i+j))
+			}
+		}
+		res, err := generate.Generate(context.Background(), m, in, cfg)
 		if err != nil {
 			return nil, err
 		}
